@@ -1,0 +1,46 @@
+// Device: the narrow interface through which the engine does all cache and
+// backing I/O. PosixDevice (src/io) is a regular file or a block device;
+// tests put an in-memory, fault-injecting device behind the engine instead.
+#ifndef WBFS_DEVICE_H_
+#define WBFS_DEVICE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "wbfs/status.h"
+
+namespace wbfs {
+
+// Thread-safe: concurrent calls on disjoint ranges are allowed.
+class Device {
+ public:
+  virtual ~Device() = default;
+  // Reads exactly `len` bytes at `off`; a short read is an IOError.
+  virtual Status ReadAt(uint64_t off, void* buf, size_t len) = 0;
+  // Writes exactly `len` bytes at `off`. Nothing is durable until Sync().
+  virtual Status WriteAt(uint64_t off, const void* buf, size_t len) = 0;
+  // Makes every completed write durable (fdatasync).
+  virtual Status Sync() = 0;
+  // Makes the range read back as zeros (punch a hole, discard, or write zeros).
+  virtual Status Discard(uint64_t off, uint64_t len) = 0;
+  virtual uint64_t Size() const = 0;
+  // For messages: the path, or a test's name.
+  virtual std::string Name() const = 0;
+};
+
+struct DeviceOptions {
+  // Hold an exclusive lock (flock for files, O_EXCL for block devices) so a
+  // second mount of the same file is refused with Busy.
+  bool exclusive = true;
+  // Open with O_DIRECT when the file system allows it.
+  bool direct = false;
+  bool read_only = false;
+};
+
+Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const DeviceOptions& o);
+
+}  // namespace wbfs
+
+#endif  // WBFS_DEVICE_H_

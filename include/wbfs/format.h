@@ -1,0 +1,182 @@
+// The wbfs cache on-disk format (version 1). This header and
+// src/format/format.cc are the only places that know byte offsets.
+//
+//   byte 0        4 KiB   8 KiB   12 KiB                1 MiB
+//   | superblock | record A | record B | zero ...      | segment slot 0 | slot 1 | ... | tail
+//
+// All integers are little-endian. Every structure is one 4 KiB block that
+// carries a CRC-32C of itself (computed with its crc field zeroed).
+//
+// Superblock (written once, at format):
+//   0 magic "WBFS-SB\0"  8 version u32  12 crc u32  16 block_size u32
+//   20 segment_size u32  24 nr_segments u64  32 segments_offset u64
+//   40 backing_size u64  48 cache_size u64  56 nonce u64  64 format_time u64
+// The nonce is the cache's identity: it is repeated in every record and chunk
+// header, so nothing written under an earlier format ever validates.
+//
+// Record (two slots, written alternately; the valid one with the higher seq
+// wins, so a torn record write leaves the other one intact):
+//   0 magic "WBFS-RC\0"  8 crc u32  12 flags u32  16 nonce u64  24 seq u64
+//   32 tail_segment_id u64  40 tail_block u32 (0: a tail starts a segment)  44 tail_prev_crc u32
+//   48 tail_chunk_seq u64  56 last_writeback_id u64  64 durable_seq u64
+// The tail is where replay starts: the first chunk that may hold data not
+// yet on the backing file. It is rewritten (and synced) before the log
+// overwrites the slot it points into.
+//
+// Segment slot: 512 KiB = 128 blocks of 4 KiB. Segment id N (N >= 1) lives
+// in slot (N - 1) mod nr_segments. A segment is filled by one or more
+// chunks, each one sequential write of a header block followed by its data
+// blocks. An fsync cuts the open chunk early, so a flush of one 4 KiB write
+// costs 8 KiB of log, not a whole segment.
+//
+// Chunk header (block `offset` of the segment):
+//   0 magic "WBFS-CH\0"  8 header_crc u32  12 data_crc u32  16 nonce u64
+//   24 epoch u64  32 seq u64  40 segment_id u64  48 offset u32
+//   52 prev_crc u32  56 nr_blocks u16  58 flags u16  60 reserved u32
+//   64 durable_seq u64   72..127 zero
+//   128 + 16*i: entry i = block u64 (backing address in 4 KiB units),
+//               mask u8 (bit s = 512-byte sector s is valid), flags u8
+//               (bit 0 = dirty), 6 bytes zero
+// header_crc covers the whole 4 KiB header (data_crc included); data_crc
+// covers the nr_blocks data blocks that follow it.
+//
+// Chaining: seq increases by one per chunk across the whole log; prev_crc
+// is the previous chunk's header_crc (for seq 1: ChainSeed(nonce)); epoch
+// is random per mount. Replay follows the chain from the record's tail and
+// stops at the first header that does not continue it, so a stale chunk of
+// an earlier lap, or of a tail discarded by an earlier replay, never
+// validates. The next chunk's position is offset + 1 + nr_blocks in the
+// same segment, or block 0 of segment_id + 1 when fewer than two blocks
+// remain or flags has kChunkSeal.
+//
+// durable_seq is the highest seq the writer knew to be synced when it wrote
+// the header. Replay trusts data of chunks at or below the highest
+// durable_seq it sees (they were synced before a later write was issued) and
+// verifies data_crc only for the chunks after it: the torn tail of a crash.
+#ifndef WBFS_FORMAT_H_
+#define WBFS_FORMAT_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "wbfs/status.h"
+
+namespace wbfs::format {
+
+constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kSectorSize = 512;
+constexpr uint32_t kBlockSize = 4096;
+constexpr uint32_t kSectorsPerBlock = kBlockSize / kSectorSize;
+constexpr uint32_t kSegmentSize = 512 * 1024;
+constexpr uint32_t kBlocksPerSegment = kSegmentSize / kBlockSize;
+constexpr uint32_t kMaxChunkBlocks = kBlocksPerSegment - 1;
+constexpr uint64_t kSuperblockOffset = 0;
+constexpr uint64_t kRecordOffsets[2] = {4096, 8192};
+constexpr uint64_t kSegmentsOffset = 1 << 20;
+// The smallest log that can hold a segment being filled, one being flushed
+// and one being written back, plus one spare.
+constexpr uint64_t kMinSegments = 4;
+constexpr uint64_t kMinCacheSize = kSegmentsOffset + kMinSegments * kSegmentSize;
+// Cache block indexes are 32-bit in RAM: at most 2^31 blocks (8 TiB).
+constexpr uint64_t kMaxSegments = (uint64_t{1} << 31) / kBlocksPerSegment;
+// Backing block addresses are 48-bit in RAM.
+constexpr uint64_t kMaxBackingBlocks = (uint64_t{1} << 48) - 2;
+
+constexpr uint8_t kFullMask = 0xff;
+constexpr uint16_t kChunkSeal = 1;
+constexpr uint8_t kEntryDirty = 1;
+
+// Offsets inside a chunk header.
+constexpr size_t kChunkEntriesOffset = 128;
+constexpr size_t kChunkEntrySize = 16;
+static_assert(kChunkEntriesOffset + kMaxChunkBlocks * kChunkEntrySize <= kBlockSize);
+static_assert(kBlocksPerSegment * kBlockSize == kSegmentSize);
+static_assert(kRecordOffsets[1] + kBlockSize <= kSegmentsOffset);
+
+struct Superblock {
+  uint32_t version = kFormatVersion;
+  uint32_t block_size = kBlockSize;
+  uint32_t segment_size = kSegmentSize;
+  uint64_t nr_segments = 0;
+  uint64_t segments_offset = kSegmentsOffset;
+  uint64_t backing_size = 0;
+  uint64_t cache_size = 0;
+  uint64_t nonce = 0;
+  uint64_t format_time = 0;
+};
+
+constexpr uint32_t kRecordClean = 1;  // written by a clean unmount
+
+struct Record {
+  uint32_t flags = 0;
+  uint64_t nonce = 0;
+  uint64_t seq = 0;
+  uint64_t tail_segment_id = 1;
+  uint32_t tail_block = 0;
+  uint32_t tail_prev_crc = 0;
+  uint64_t tail_chunk_seq = 1;
+  uint64_t last_writeback_id = 0;
+  uint64_t durable_seq = 0;
+};
+
+struct ChunkEntry {
+  uint64_t block = 0;  // backing address in 4 KiB units
+  uint8_t mask = 0;    // valid 512-byte sectors
+  uint8_t flags = 0;   // kEntryDirty
+};
+
+struct ChunkHeader {
+  uint32_t header_crc = 0;
+  uint32_t data_crc = 0;
+  uint64_t nonce = 0;
+  uint64_t epoch = 0;
+  uint64_t seq = 0;
+  uint64_t segment_id = 0;
+  uint32_t offset = 0;
+  uint32_t prev_crc = 0;
+  uint16_t nr_blocks = 0;
+  uint16_t flags = 0;
+  uint64_t durable_seq = 0;
+  std::array<ChunkEntry, kMaxChunkBlocks> entries{};
+};
+
+bool IsZero(const void* p, size_t n);
+
+// Number of segment slots a cache of `cache_size` bytes holds.
+uint64_t SegmentsFor(uint64_t cache_size);
+// Byte offset of block `block` of segment `segment_id` in the cache.
+uint64_t SegmentBlockOffset(const Superblock& sb, uint64_t segment_id, uint32_t block);
+// The prev_crc of the very first chunk of a freshly formatted cache.
+uint32_t ChainSeed(uint64_t nonce);
+// Where the chunk after `h` starts: returns {segment_id, block}.
+struct Position {
+  uint64_t segment_id;
+  uint32_t block;
+};
+Position NextChunkPosition(uint64_t segment_id, uint32_t offset, uint16_t nr_blocks,
+                           uint16_t flags);
+// Can a chunk start at `block` (room for its header and one data block)?
+inline bool ChunkFits(uint32_t block) { return block + 2 <= kBlocksPerSegment; }
+
+void EncodeSuperblock(const Superblock& sb, uint8_t* block);
+// Corruption naming the field when the block is not a valid superblock
+// (an all-zero block included: callers test IsZero first).
+Status DecodeSuperblock(const uint8_t* block, Superblock* sb);
+
+void EncodeRecord(const Record& r, uint8_t* block);
+Status DecodeRecord(const uint8_t* block, Record* r);
+
+// Chunk headers are built in two steps: entries at cut time, the rest
+// (crcs, chain fields) by the writer thread, which then seals the block.
+void EncodeChunkEntry(uint8_t* header_block, uint32_t i, const ChunkEntry& e);
+// Fills every field but header_crc from `h` (entries are left as they are),
+// computes header_crc over the block and stores it. Returns header_crc.
+uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block);
+// Decodes and checks magic, header crc, nr_blocks and entries; chain fields
+// are the scanner's business. `backing_blocks` bounds entry addresses.
+Status DecodeChunkHeader(const uint8_t* header_block, uint64_t backing_blocks, ChunkHeader* h);
+
+}  // namespace wbfs::format
+
+#endif  // WBFS_FORMAT_H_

@@ -1,0 +1,1029 @@
+// The wbfs engine: RAM log chunk, flusher, index, replay and writeback.
+//
+// Data flow. Write() copies each 4 KiB piece into the RAM buffer of the
+// current segment, inside the open chunk, and returns. A chunk is cut when
+// its segment is full or when Flush() is called; cutting assigns the chunk
+// its seq and writes the per-block entries into its header block, and the
+// flusher thread then computes the checksums, seals the header and writes
+// header + data to the cache in one sequential write. Flush() waits for the
+// flusher to reach its chunk and syncs the cache (one sync serves every
+// Flush() waiting at that moment: group commit).
+//
+// Ids. Segments have ids 1, 2, ...; id N lives in ring slot (N-1) mod n.
+// Chunks have seqs 1, 2, ... Progress is monotonic: last_cut_seq_ >=
+// flushed_seq_ >= durable_seq_, and last_seg_id_ > last_writeback_id_.
+//
+// Log wrap. Before segment N takes its slot, the previous occupant N-n must
+// be written back (WritebackLocked), unpinned, and behind the record's tail
+// (WriteRecordLocked), so that replay never starts in a reused slot.
+//
+// Locking. One mutex (mu_) guards all state. No device I/O is done under
+// it: readers and writeback pin the segments they read (pins), drop the
+// lock for the I/O and take it again; slot reuse waits for pins to drain.
+// sync_mu_ serializes cache syncs and is taken before mu_, never after.
+#include <sys/random.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/block_index.h"
+#include "log/log_reader.h"
+#include "util/aligned_buffer.h"
+#include "util/crc32c.h"
+#include "wbfs/engine.h"
+#include "wbfs/format.h"
+
+namespace wbfs {
+
+std::string StatName(unsigned i) {
+  std::string s = (i & kStatWrite) ? "write" : "read";
+  s += (i & kStatHit) ? "_hit" : "_miss";
+  s += (i & kStatBuffer) ? "_buffer" : "_cache";
+  s += (i & kStatFull) ? "_full" : "_partial";
+  return s;
+}
+
+namespace {
+
+using format::kBlockSize;
+using format::kBlocksPerSegment;
+using format::kSectorSize;
+using format::kSectorsPerBlock;
+
+uint64_t RandomU64() {
+  uint64_t v = 0;
+  while (getrandom(&v, sizeof(v), 0) != sizeof(v)) {
+  }
+  return v;
+}
+
+// Sectors of a block touched by the byte range [lo, hi).
+uint8_t CoverMask(uint32_t lo, uint32_t hi) {
+  uint8_t m = 0;
+  for (uint32_t s = lo / kSectorSize; s * kSectorSize < hi; s++) m |= static_cast<uint8_t>(1u << s);
+  return m;
+}
+// Sectors touched but not wholly covered by [lo, hi): they need their old
+// content before the new bytes are laid over them.
+uint8_t PartialMask(uint32_t lo, uint32_t hi) {
+  uint8_t m = 0;
+  if (lo % kSectorSize) m |= static_cast<uint8_t>(1u << (lo / kSectorSize));
+  if (hi % kSectorSize) m |= static_cast<uint8_t>(1u << (hi / kSectorSize));
+  return m;
+}
+void CopySectors(uint8_t* dst, const uint8_t* src, uint8_t mask) {
+  for (uint32_t s = 0; s < kSectorsPerBlock; s++) {
+    if (mask & (1u << s)) std::memcpy(dst + s * kSectorSize, src + s * kSectorSize, kSectorSize);
+  }
+}
+
+// Per ring slot.
+struct Segment {
+  uint64_t id = 0;            // occupant (0: none since format)
+  uint32_t fill = 0;          // blocks used by cut chunks (headers included)
+  uint32_t nr_dirty = 0;      // valid dirty blocks
+  uint32_t pins = 0;          // readers and writeback inside this slot
+  uint32_t unflushed = 0;     // cut chunks the flusher has not written yet
+  bool sealed = false;        // no chunk will be added
+  uint8_t* buf = nullptr;     // RAM copy of blocks [buf_start, 128) while held
+  uint32_t buf_start = 0;
+  uint64_t first_chunk_seq = 0;  // 0: no chunk yet
+  uint32_t first_prev_crc = 0;   // prev_crc of that chunk, once known
+};
+
+struct FlushJob {
+  uint32_t slot;
+  uint64_t segment_id;
+  uint32_t offset;
+  uint16_t nr_blocks;
+  uint64_t seq;
+};
+
+// A whole block read outside the lock for a partial write (see WriteBlock).
+struct PreRead {
+  bool valid = false;
+  bool has_cache = false;  // cache_data holds the old copy from the cache device
+  uint64_t block = 0;
+  uint32_t slot = BlockIndex::kNone;
+  uint8_t mask = 0;
+  AlignedBuffer cache_data;    // allocated on first use
+  AlignedBuffer backing_data;
+};
+
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(const EngineOptions& opts, std::unique_ptr<Device> backing,
+             std::unique_ptr<Device> cache, const format::Superblock& sb)
+      : opts_(opts),
+        backing_(std::move(backing)),
+        cache_(std::move(cache)),
+        sb_(sb),
+        nr_segments_(sb.nr_segments),
+        nr_slots_(static_cast<uint32_t>(sb.nr_segments * kBlocksPerSegment)),
+        backing_blocks_(sb.backing_size / kBlockSize),
+        segs_(sb.nr_segments),
+        slots_(nr_slots_, 0),
+        index_(nr_slots_, &slots_) {
+    uint32_t nbuf = std::max<uint32_t>(2, opts.nr_ram_buffers);
+    pool_.Reset(size_t{nbuf} * format::kSegmentSize);
+    for (uint32_t i = 0; i < nbuf; i++) free_bufs_.push_back(pool_.data() + size_t{i} * format::kSegmentSize);
+    epoch_ = RandomU64();
+  }
+
+  ~EngineImpl() override { (void)Close(); }
+
+  // Replays (or starts) the log; called once before the engine is shared.
+  Status Start(const log::CacheMeta& meta, bool formatted);
+
+  uint64_t Size() const override { return sb_.backing_size; }
+  Status Read(uint64_t off, void* buf, size_t len) override;
+  Status Write(uint64_t off, const void* buf, size_t len) override;
+  Status Flush() override;
+  Status WritebackAll() override;
+  Status Close() override;
+  EngineStats Stats() const override;
+
+ private:
+  using Lock = std::unique_lock<std::mutex>;
+
+  Segment& SegOf(uint32_t slot) { return segs_[slot / kBlocksPerSegment]; }
+  uint32_t RingSlot(uint64_t segment_id) const {
+    return static_cast<uint32_t>((segment_id - 1) % nr_segments_);
+  }
+  // RAM copy of cache slot `slot`, or nullptr when only on the cache device.
+  uint8_t* RamBlock(uint32_t slot) {
+    Segment& s = SegOf(slot);
+    uint32_t pos = slot % kBlocksPerSegment;
+    if (s.buf == nullptr || pos < s.buf_start) return nullptr;
+    return s.buf + size_t{pos - s.buf_start} * kBlockSize;
+  }
+  uint64_t CacheOffset(uint32_t slot) {
+    return format::SegmentBlockOffset(sb_, SegOf(slot).id, slot % kBlocksPerSegment);
+  }
+  // The stat counters' "buffer": the segment being filled in RAM.
+  bool InCurrentSegment(uint32_t slot) const {
+    return cur_ >= 0 && slot / kBlocksPerSegment == static_cast<uint32_t>(cur_);
+  }
+  bool InOpenChunk(uint32_t slot) const {
+    if (cur_ < 0 || slot / kBlocksPerSegment != static_cast<uint32_t>(cur_)) return false;
+    uint32_t pos = slot % kBlocksPerSegment;
+    return pos > chunk_start_ && pos <= chunk_start_ + chunk_n_;
+  }
+  Status FailedStatus() const { return Status::IOError("the cache failed earlier: " + error_, EIO); }
+
+  Status WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint32_t hi, const uint8_t* src,
+                          PreRead* pre, bool* retry);
+  // Puts a new version of `block` in the next slot of the open chunk.
+  void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty);
+  void InvalidateLocked(uint32_t slot);
+  Status EnsureRoomLocked(Lock& lk);
+  void CutChunkLocked();
+  Status AcquireSegmentLocked(Lock& lk);
+  Status WaitFlushedLocked(Lock& lk, uint64_t seq);
+  // Writes back sealed segments up to `upto` (a batch at a time), and with
+  // `current` also the flushed blocks of the current segment.
+  Status WritebackLocked(Lock& lk, uint64_t upto, bool current);
+  Status WriteRecordLocked(Lock& lk, bool clean);
+  // Syncs the cache so that every chunk up to `seq` (already flushed) is
+  // durable. REQUIRES: mu_ not held.
+  Status SyncTo(uint64_t seq);
+  void SetFailedLocked(const Status& st);
+  void FlusherMain();
+
+  const EngineOptions opts_;
+  const std::unique_ptr<Device> backing_;
+  const std::unique_ptr<Device> cache_;
+  const format::Superblock sb_;
+  const uint64_t nr_segments_;
+  const uint32_t nr_slots_;
+  const uint64_t backing_blocks_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // any progress: flushes, syncs, unpins, writeback
+  std::mutex sync_mu_;
+
+  std::vector<Segment> segs_;
+  std::vector<uint64_t> slots_;  // SlotWord per cache block
+  BlockIndex index_;
+  AlignedBuffer pool_;
+  std::vector<uint8_t*> free_bufs_;
+
+  // The open chunk: ring slot cur_ (or -1), header at chunk_start_, then
+  // chunk_n_ data blocks that may still be changed in place.
+  int64_t cur_ = -1;
+  uint32_t chunk_start_ = 0;
+  uint32_t chunk_n_ = 0;
+  bool acquiring_ = false;
+  bool wb_running_ = false;
+
+  uint64_t last_seg_id_ = 0;
+  uint64_t last_writeback_id_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t last_cut_seq_ = 0;
+  uint64_t flushed_seq_ = 0;
+  uint64_t flushed_seg_id_ = 0;
+  uint64_t durable_seq_ = 0;
+  uint32_t last_crc_ = 0;  // header crc of chunk flushed_seq_
+  uint64_t epoch_ = 0;
+  uint64_t record_seq_ = 0;
+  uint64_t record_tail_seg_ = 1;
+  uint32_t segments_since_sync_ = 0;
+  uint64_t nr_dirty_ = 0;
+
+  std::deque<FlushJob> jobs_;
+  std::thread flusher_;
+  bool stop_ = false;
+  bool closed_ = false;
+  bool failed_ = false;
+  std::string error_;
+
+  EngineStats st_;
+};
+
+// ---------------------------------------------------------------- start
+
+Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
+  st_.formatted = formatted;
+  record_seq_ = meta.record.seq;
+  record_tail_seg_ = meta.record.tail_segment_id;
+  last_writeback_id_ = meta.record.tail_segment_id - 1;
+  last_seg_id_ = last_writeback_id_;
+  next_seq_ = meta.record.tail_chunk_seq;
+  last_crc_ = meta.record.tail_prev_crc;
+  if (!formatted) {
+    log::LogScan scan;
+    WBFS_RETURN_IF_ERROR(log::ScanLog(*cache_, meta, log::ScanOptions{}, &scan));
+    uint32_t prev_crc = meta.record.tail_prev_crc;
+    for (const log::ChunkInfo& c : scan.chunks) {
+      uint32_t ring = RingSlot(c.segment_id);
+      Segment& s = segs_[ring];
+      if (s.id != c.segment_id) {
+        s = Segment();
+        s.id = c.segment_id;
+        s.first_chunk_seq = c.seq;
+        s.first_prev_crc = prev_crc;
+        s.sealed = true;
+      }
+      prev_crc = c.header_crc;
+      for (uint32_t i = 0; i < c.nr_blocks; i++) {
+        const format::ChunkEntry& e = scan.entries[c.first_entry + i];
+        uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + i;
+        uint32_t old = index_.Find(e.block);
+        if (old != BlockIndex::kNone) InvalidateLocked(old);
+        bool dirty = (e.flags & format::kEntryDirty) != 0;
+        slots_[slot] = SlotWord::Make(e.block, e.mask, dirty);
+        index_.Insert(e.block, slot);
+        if (dirty) {
+          s.nr_dirty++;
+          nr_dirty_++;
+        }
+      }
+      s.fill = c.offset + 1 + c.nr_blocks;
+      last_seg_id_ = c.segment_id;
+    }
+    next_seq_ = scan.next_seq;
+    last_crc_ = scan.last_crc;
+    st_.replayed_chunks = scan.chunks.size();
+    st_.dropped_chunks = scan.dropped_chunks;
+    if (!scan.chunks.empty()) flushed_seg_id_ = scan.chunks.back().segment_id;
+    // Continue in a partly filled last segment.
+    if (scan.end.block != 0) {
+      Segment& s = segs_[RingSlot(scan.end.segment_id)];
+      s.sealed = false;
+      s.buf = free_bufs_.back();
+      free_bufs_.pop_back();
+      s.buf_start = scan.end.block;
+      cur_ = RingSlot(scan.end.segment_id);
+      chunk_start_ = scan.end.block;
+      chunk_n_ = 0;
+    }
+    // What the scan checksummed may still sit in a volatile device cache.
+    WBFS_RETURN_IF_ERROR(cache_->Sync());
+  }
+  last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
+  flusher_ = std::thread([this] { FlusherMain(); });
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- read
+
+Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
+  if (off > Size() || len > Size() - off) return Status::OutOfRange("read beyond the image");
+  struct Extent {
+    uint8_t* dst;
+    uint64_t src;
+    size_t len;
+    bool cache;
+  };
+  std::vector<Extent> ext;
+  std::vector<uint32_t> pinned;
+  auto add = [&](uint8_t* dst, uint64_t src, size_t n, bool cache) {
+    if (!ext.empty()) {
+      Extent& e = ext.back();
+      if (e.cache == cache && e.src + e.len == src && e.dst + e.len == dst) {
+        e.len += n;
+        return;
+      }
+    }
+    ext.push_back({dst, src, n, cache});
+  };
+  auto* out = static_cast<uint8_t*>(buf);
+  {
+    Lock lk(mu_);
+    uint64_t pos = off;
+    size_t left = len;
+    while (left > 0) {
+      uint64_t block = pos / kBlockSize;
+      uint32_t lo = static_cast<uint32_t>(pos % kBlockSize);
+      uint32_t hi = static_cast<uint32_t>(std::min<uint64_t>(kBlockSize, lo + left));
+      uint8_t* dst = out + (pos - off);
+      unsigned stat = (lo == 0 && hi == kBlockSize) ? kStatFull : 0;
+      uint32_t slot = index_.Find(block);
+      if (slot == BlockIndex::kNone) {
+        add(dst, block * kBlockSize + lo, hi - lo, false);
+      } else {
+        stat |= kStatHit;
+        uint64_t w = slots_[slot];
+        uint8_t mask = SlotWord::Mask(w);
+        const uint8_t* ram = RamBlock(slot);
+        if (InCurrentSegment(slot)) stat |= kStatBuffer;
+        bool pin = false;
+        // Walk the sectors, each from the cache (valid) or the backing.
+        for (uint32_t b = lo; b < hi;) {
+          uint32_t sec = b / kSectorSize;
+          bool cached = mask & (1u << sec);
+          uint32_t e = b;
+          while (e < hi && ((mask >> (e / kSectorSize)) & 1u) == cached) {
+            e = std::min(hi, (e / kSectorSize + 1) * kSectorSize);
+          }
+          if (!cached) {
+            add(dst + (b - lo), block * kBlockSize + b, e - b, false);
+          } else if (ram != nullptr) {
+            std::memcpy(dst + (b - lo), ram + b, e - b);
+          } else {
+            add(dst + (b - lo), CacheOffset(slot) + b, e - b, true);
+            pin = true;
+          }
+          b = e;
+        }
+        if (pin) {
+          SegOf(slot).pins++;
+          pinned.push_back(slot);
+        }
+      }
+      st_.stat[stat]++;
+      pos += hi - lo;
+      left -= hi - lo;
+    }
+  }
+  Status result;
+  for (const Extent& e : ext) {
+    Status st = e.cache ? cache_->ReadAt(e.src, e.dst, e.len) : backing_->ReadAt(e.src, e.dst, e.len);
+    if (!st.ok()) {
+      result = st;
+      break;
+    }
+  }
+  if (!pinned.empty()) {
+    Lock lk(mu_);
+    for (uint32_t slot : pinned) SegOf(slot).pins--;
+    cv_.notify_all();
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- write
+
+Status EngineImpl::Write(uint64_t off, const void* buf, size_t len) {
+  if (off > Size() || len > Size() - off) return Status::OutOfRange("write beyond the image");
+  const auto* src = static_cast<const uint8_t*>(buf);
+  PreRead pre;
+  Lock lk(mu_);
+  if (closed_) return Status::Failed("the engine is closed");
+  uint64_t pos = off;
+  size_t left = len;
+  while (left > 0) {
+    uint64_t block = pos / kBlockSize;
+    uint32_t lo = static_cast<uint32_t>(pos % kBlockSize);
+    uint32_t hi = static_cast<uint32_t>(std::min<uint64_t>(kBlockSize, lo + left));
+    bool retry = false;
+    WBFS_RETURN_IF_ERROR(WriteBlockLocked(lk, block, lo, hi, src + (pos - off), &pre, &retry));
+    if (retry) continue;
+    pre.valid = false;
+    pos += hi - lo;
+    left -= hi - lo;
+  }
+  st_.user_bytes_written += len;
+  return Status::OK();
+}
+
+// One 4 KiB piece. A partial piece needs the block's current content for
+// the sectors it keeps: from RAM, or read outside the lock into `pre`
+// (then *retry is set and the caller comes back; the read is used only if
+// the block's cache slot and mask are still what they were).
+Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint32_t hi,
+                                    const uint8_t* src, PreRead* pre, bool* retry) {
+  WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
+  const bool full = lo == 0 && hi == kBlockSize;
+  const uint8_t cover = CoverMask(lo, hi);
+  uint32_t slot = index_.Find(block);
+  uint8_t old_mask = slot == BlockIndex::kNone ? 0 : SlotWord::Mask(slots_[slot]);
+  uint8_t* ram = slot == BlockIndex::kNone ? nullptr : RamBlock(slot);
+  unsigned stat = kStatWrite | (full ? kStatFull : 0) | (slot != BlockIndex::kNone ? kStatHit : 0);
+
+  alignas(64) uint8_t tmp[kBlockSize];
+  const uint8_t* data = src;
+  uint8_t mask = format::kFullMask;
+  if (!full) {
+    uint8_t need_backing = PartialMask(lo, hi) & static_cast<uint8_t>(~old_mask);
+    bool need_cache = slot != BlockIndex::kNone && ram == nullptr;
+    if (need_backing || need_cache) {
+      if (!(pre->valid && pre->block == block && pre->slot == slot && pre->mask == old_mask &&
+            (!need_cache || pre->has_cache))) {
+        pre->valid = false;
+        pre->has_cache = need_cache;
+        pre->block = block;
+        pre->slot = slot;
+        pre->mask = old_mask;
+        if (pre->cache_data.size() == 0) {
+          pre->cache_data.Reset(kBlockSize);
+          pre->backing_data.Reset(kBlockSize);
+        }
+        if (need_cache) SegOf(slot).pins++;
+        uint64_t cache_off = need_cache ? CacheOffset(slot) : 0;
+        lk.unlock();
+        Status st;
+        if (need_cache) st = cache_->ReadAt(cache_off, pre->cache_data.data(), kBlockSize);
+        if (st.ok() && need_backing) {
+          st = backing_->ReadAt(block * kBlockSize, pre->backing_data.data(), kBlockSize);
+        }
+        lk.lock();
+        if (need_cache) {
+          SegOf(slot).pins--;
+          cv_.notify_all();
+        }
+        WBFS_RETURN_IF_ERROR(st);
+        pre->valid = true;
+        *retry = true;
+        return Status::OK();
+      }
+    }
+    std::memset(tmp, 0, sizeof(tmp));
+    if (slot != BlockIndex::kNone) CopySectors(tmp, ram ? ram : pre->cache_data.data(), old_mask);
+    if (need_backing) CopySectors(tmp, pre->backing_data.data(), need_backing);
+    std::memcpy(tmp + lo, src, hi - lo);
+    data = tmp;
+    mask = old_mask | cover;
+  }
+  if (slot != BlockIndex::kNone && InOpenChunk(slot)) {
+    // Still in the open chunk: change it in place.
+    std::memcpy(ram, data, kBlockSize);
+    uint64_t w = slots_[slot];
+    if (!SlotWord::Dirty(w)) {
+      SegOf(slot).nr_dirty++;
+      nr_dirty_++;
+    }
+    slots_[slot] = SlotWord::Make(block, mask, true);
+    st_.stat[stat | kStatBuffer]++;
+    return Status::OK();
+  }
+  if (slot != BlockIndex::kNone && InCurrentSegment(slot)) stat |= kStatBuffer;
+  st_.stat[stat]++;
+  PlaceLocked(block, data, mask, true);
+  return Status::OK();
+}
+
+void EngineImpl::InvalidateLocked(uint32_t slot) {
+  uint64_t w = slots_[slot];
+  index_.Erase(SlotWord::Block(w));
+  if (SlotWord::Dirty(w)) {
+    SegOf(slot).nr_dirty--;
+    nr_dirty_--;
+  }
+  slots_[slot] = w & ~(SlotWord::kValid | SlotWord::kDirty);
+}
+
+void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) {
+  uint32_t old = index_.Find(block);
+  if (old != BlockIndex::kNone) InvalidateLocked(old);
+  Segment& s = segs_[cur_];
+  uint32_t pos = chunk_start_ + 1 + chunk_n_;
+  uint32_t slot = static_cast<uint32_t>(cur_) * kBlocksPerSegment + pos;
+  std::memcpy(s.buf + size_t{pos - s.buf_start} * kBlockSize, data, kBlockSize);
+  slots_[slot] = SlotWord::Make(block, mask, dirty);
+  index_.Insert(block, slot);
+  if (dirty) {
+    s.nr_dirty++;
+    nr_dirty_++;
+  }
+  chunk_n_++;
+}
+
+// Leaves room for one more block in the open chunk, sealing the current
+// segment and acquiring the next one as needed. May drop the lock.
+Status EngineImpl::EnsureRoomLocked(Lock& lk) {
+  for (;;) {
+    if (failed_) return FailedStatus();
+    if (closed_) return Status::Failed("the engine is closed");
+    if (cur_ >= 0 && chunk_start_ + 1 + chunk_n_ < kBlocksPerSegment) return Status::OK();
+    if (cur_ >= 0) CutChunkLocked();  // the segment is full: this seals it
+    WBFS_RETURN_IF_ERROR(AcquireSegmentLocked(lk));
+  }
+}
+
+void EngineImpl::CutChunkLocked() {
+  if (cur_ < 0 || chunk_n_ == 0) return;
+  Segment& s = segs_[cur_];
+  uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
+  std::memset(header, 0, kBlockSize);
+  uint32_t base = static_cast<uint32_t>(cur_) * kBlocksPerSegment + chunk_start_ + 1;
+  for (uint32_t i = 0; i < chunk_n_; i++) {
+    uint64_t w = slots_[base + i];
+    format::EncodeChunkEntry(header, i,
+                             {SlotWord::Block(w), SlotWord::Mask(w),
+                              static_cast<uint8_t>(SlotWord::Dirty(w) ? format::kEntryDirty : 0)});
+  }
+  uint64_t seq = next_seq_++;
+  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_,
+                   static_cast<uint16_t>(chunk_n_), seq});
+  if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
+  s.unflushed++;
+  s.fill = chunk_start_ + 1 + chunk_n_;
+  last_cut_seq_ = seq;
+  if (!format::ChunkFits(s.fill)) {
+    s.sealed = true;
+    cur_ = -1;
+  } else {
+    chunk_start_ = s.fill;
+  }
+  chunk_n_ = 0;
+  cv_.notify_all();
+}
+
+Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
+  if (acquiring_) {  // another writer is at it: wait, then let the caller recheck
+    cv_.wait(lk, [&] { return !acquiring_; });
+    return Status::OK();
+  }
+  acquiring_ = true;
+  struct Done {
+    EngineImpl* e;
+    ~Done() {
+      e->acquiring_ = false;
+      e->cv_.notify_all();
+    }
+  } done{this};
+  const uint64_t id = last_seg_id_ + 1;
+  const uint32_t ring = RingSlot(id);
+  for (;;) {
+    if (failed_) return FailedStatus();
+    Segment& prev = segs_[ring];
+    if (prev.id != 0 && prev.id > last_writeback_id_) {
+      WBFS_RETURN_IF_ERROR(WritebackLocked(lk, prev.id, false));
+      continue;
+    }
+    if (prev.pins > 0 || prev.unflushed > 0) {
+      cv_.wait(lk);
+      continue;
+    }
+    if (prev.id != 0 && prev.id >= record_tail_seg_) {
+      WBFS_RETURN_IF_ERROR(WriteRecordLocked(lk, false));
+      continue;
+    }
+    if (prev.buf != nullptr) {  // sealed and flushed, not yet released
+      free_bufs_.push_back(prev.buf);
+      prev.buf = nullptr;
+    }
+    if (free_bufs_.empty()) {
+      cv_.wait(lk);
+      continue;
+    }
+    break;
+  }
+  // Evict what the old occupant still caches (clean by now).
+  Segment& s = segs_[ring];
+  for (uint32_t pos = 0; pos < kBlocksPerSegment; pos++) {
+    uint32_t slot = ring * kBlocksPerSegment + pos;
+    if (SlotWord::Valid(slots_[slot])) InvalidateLocked(slot);
+    slots_[slot] = 0;
+  }
+  s = Segment();
+  s.id = id;
+  s.buf = free_bufs_.back();
+  free_bufs_.pop_back();
+  cur_ = ring;
+  chunk_start_ = 0;
+  chunk_n_ = 0;
+  last_seg_id_ = id;
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- flush
+
+void EngineImpl::FlusherMain() {
+  Lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
+    if (jobs_.empty()) return;  // stop_ and drained
+    FlushJob job = jobs_.front();
+    Segment& s = segs_[job.slot];
+    uint8_t* base = s.buf + size_t{job.offset - s.buf_start} * kBlockSize;
+    format::ChunkHeader h;
+    h.nonce = sb_.nonce;
+    h.epoch = epoch_;
+    h.seq = job.seq;
+    h.segment_id = job.segment_id;
+    h.offset = job.offset;
+    h.prev_crc = last_crc_;
+    h.nr_blocks = job.nr_blocks;
+    h.durable_seq = durable_seq_;
+    const size_t len = (size_t{job.nr_blocks} + 1) * kBlockSize;
+    const uint64_t off = format::SegmentBlockOffset(sb_, job.segment_id, job.offset);
+    const bool skip = failed_;
+    lk.unlock();
+    // The chunk's blocks are frozen once cut: no lock needed to read them.
+    Status st;
+    uint32_t crc = 0;
+    if (!skip) {
+      h.data_crc = crc32c::Value(base + kBlockSize, len - kBlockSize);
+      crc = format::SealChunkHeader(h, base);
+      st = cache_->WriteAt(off, base, len);
+    }
+    lk.lock();
+    jobs_.pop_front();
+    s.unflushed--;
+    if (skip) {
+      cv_.notify_all();
+      continue;
+    }
+    if (!st.ok()) {
+      SetFailedLocked(st);
+      continue;
+    }
+    if (s.first_chunk_seq == job.seq) s.first_prev_crc = last_crc_;
+    last_crc_ = crc;
+    flushed_seq_ = job.seq;
+    flushed_seg_id_ = job.segment_id;
+    st_.cache_bytes_written += len;
+    st_.nr_chunks_written++;
+    bool sync_now = false;
+    if (s.sealed && s.unflushed == 0) {
+      if (static_cast<int64_t>(job.slot) != cur_) {
+        free_bufs_.push_back(s.buf);
+        s.buf = nullptr;
+      }
+      if (++segments_since_sync_ >= opts_.sync_every_segments) sync_now = true;
+    }
+    cv_.notify_all();
+    if (sync_now) {
+      segments_since_sync_ = 0;
+      uint64_t target = flushed_seq_;
+      lk.unlock();
+      (void)SyncTo(target);  // a failure marks the engine failed
+      lk.lock();
+    }
+  }
+}
+
+Status EngineImpl::WaitFlushedLocked(Lock& lk, uint64_t seq) {
+  cv_.wait(lk, [&] { return failed_ || flushed_seq_ >= seq; });
+  if (flushed_seq_ < seq) return FailedStatus();
+  return Status::OK();
+}
+
+Status EngineImpl::SyncTo(uint64_t seq) {
+  std::lock_guard<std::mutex> sl(sync_mu_);
+  uint64_t target;
+  {
+    Lock lk(mu_);
+    if (durable_seq_ >= seq) return Status::OK();
+    if (failed_) return FailedStatus();
+    target = flushed_seq_;
+  }
+  Status st = cache_->Sync();
+  Lock lk(mu_);
+  st_.nr_cache_syncs++;
+  if (!st.ok()) {
+    SetFailedLocked(st);
+    return FailedStatus();
+  }
+  durable_seq_ = std::max(durable_seq_, target);
+  cv_.notify_all();
+  return Status::OK();
+}
+
+Status EngineImpl::Flush() {
+  uint64_t target;
+  {
+    Lock lk(mu_);
+    if (failed_) return FailedStatus();
+    if (closed_) return Status::Failed("the engine is closed");
+    if (chunk_n_ > 0) {
+      st_.nr_partial_flushed++;
+      CutChunkLocked();
+    }
+    target = last_cut_seq_;
+    WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, target));
+  }
+  return SyncTo(target);
+}
+
+void EngineImpl::SetFailedLocked(const Status& st) {
+  if (!failed_) {
+    failed_ = true;
+    error_ = st.message();
+  }
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------- writeback
+
+Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current) {
+  cv_.wait(lk, [&] { return !wb_running_; });
+  // The batch: sealed segments after last_writeback_id_, then maybe the
+  // current one (its cut chunks).
+  std::vector<uint64_t> ids;
+  uint64_t batch = static_cast<uint64_t>(opts_.tunables.nr_max_batched_writeback);
+  for (uint64_t id = last_writeback_id_ + 1; id <= upto && ids.size() < batch; id++) {
+    const Segment& s = segs_[RingSlot(id)];
+    if (s.id != id) break;
+    if (!s.sealed && !(current && static_cast<int64_t>(RingSlot(id)) == cur_)) break;
+    ids.push_back(id);
+  }
+  if (ids.empty()) return Status::OK();
+  if (current && cur_ >= 0 && segs_[cur_].id == ids.back()) CutChunkLocked();
+  // Wait until everything in the batch is on the cache device.
+  for (;;) {
+    if (failed_) return FailedStatus();
+    bool flushed = true;
+    for (uint64_t id : ids) flushed = flushed && segs_[RingSlot(id)].unflushed == 0;
+    if (flushed) break;
+    cv_.wait(lk);
+  }
+  struct Item {
+    uint64_t block;
+    uint32_t slot;
+    uint8_t mask;
+    size_t data;  // offset into the batch buffer
+  };
+  std::vector<Item> items;
+  struct Range {
+    uint32_t ring;
+    uint64_t id;
+    uint32_t from, to;  // blocks read from the cache
+    size_t data;
+  };
+  std::vector<Range> ranges;
+  size_t total = 0;
+  for (uint64_t id : ids) {
+    uint32_t ring = RingSlot(id);
+    Segment& s = segs_[ring];
+    uint32_t from = kBlocksPerSegment, to = 0;
+    size_t first_item = items.size();
+    for (uint32_t pos = 0; pos < s.fill; pos++) {
+      uint64_t w = slots_[ring * kBlocksPerSegment + pos];
+      if (!SlotWord::Valid(w) || !SlotWord::Dirty(w)) continue;
+      items.push_back({SlotWord::Block(w), ring * kBlocksPerSegment + pos, SlotWord::Mask(w), 0});
+      from = std::min(from, pos);
+      to = pos + 1;
+    }
+    if (items.size() == first_item) continue;
+    for (size_t i = first_item; i < items.size(); i++) {
+      items[i].data = total + size_t{items[i].slot % kBlocksPerSegment - from} * kBlockSize;
+    }
+    ranges.push_back({ring, id, from, to, total});
+    total += size_t{to - from} * kBlockSize;
+    s.pins++;
+  }
+  wb_running_ = true;
+  lk.unlock();
+
+  Status st;
+  AlignedBuffer data(total);
+  for (const Range& r : ranges) {
+    st = cache_->ReadAt(format::SegmentBlockOffset(sb_, r.id, r.from), data.data() + r.data,
+                        size_t{r.to - r.from} * kBlockSize);
+    if (!st.ok()) break;
+  }
+  uint64_t written = 0;
+  if (st.ok() && !items.empty()) {
+    // Sorted by address, adjacent sectors merged into one backing write.
+    std::sort(items.begin(), items.end(),
+              [](const Item& a, const Item& b) { return a.block < b.block; });
+    std::vector<uint8_t> run;
+    uint64_t run_start = 0;  // byte offset on the backing device
+    auto emit = [&]() -> Status {
+      if (run.empty()) return Status::OK();
+      Status s = backing_->WriteAt(run_start, run.data(), run.size());
+      written += run.size();
+      run.clear();
+      return s;
+    };
+    for (const Item& it : items) {
+      for (uint32_t sec = 0; sec < kSectorsPerBlock && st.ok(); sec++) {
+        if (!(it.mask & (1u << sec))) continue;
+        uint64_t at = it.block * kBlockSize + sec * kSectorSize;
+        if (!run.empty() && (run_start + run.size() != at || run.size() >= (1u << 20))) st = emit();
+        if (run.empty()) run_start = at;
+        const uint8_t* p = data.data() + it.data + sec * kSectorSize;
+        run.insert(run.end(), p, p + kSectorSize);
+      }
+      if (!st.ok()) break;
+    }
+    if (st.ok()) st = emit();
+    if (st.ok()) st = backing_->Sync();
+  }
+
+  lk.lock();
+  for (const Range& r : ranges) segs_[r.ring].pins--;
+  wb_running_ = false;
+  cv_.notify_all();
+  if (!st.ok()) return st.WithContext("writeback");
+  st_.backing_bytes_written += written;
+  for (const Item& it : items) {
+    uint64_t w = slots_[it.slot];
+    // A block rewritten meanwhile was invalidated here: its newer copy
+    // stays dirty in a later slot.
+    if (SlotWord::Valid(w) && SlotWord::Dirty(w)) {
+      slots_[it.slot] = w & ~SlotWord::kDirty;
+      SegOf(it.slot).nr_dirty--;
+      nr_dirty_--;
+    }
+  }
+  for (uint64_t id : ids) {
+    if (segs_[RingSlot(id)].sealed && id == last_writeback_id_ + 1) last_writeback_id_ = id;
+  }
+  return Status::OK();
+}
+
+Status EngineImpl::WritebackAll() {
+  Lock lk(mu_);
+  while (nr_dirty_ > 0) {
+    if (failed_) return FailedStatus();
+    uint64_t dirty = nr_dirty_, lw = last_writeback_id_;
+    WBFS_RETURN_IF_ERROR(WritebackLocked(lk, last_seg_id_, true));
+    if (nr_dirty_ == dirty && last_writeback_id_ == lw) {
+      return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
+                            " dirty blocks left");
+    }
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- record
+
+Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, last_cut_seq_));
+  format::Record r;
+  r.flags = clean ? format::kRecordClean : 0;
+  r.nonce = sb_.nonce;
+  r.seq = record_seq_ + 1;
+  r.tail_segment_id = last_writeback_id_ + 1;
+  r.tail_block = 0;
+  r.last_writeback_id = last_writeback_id_;
+  const Segment& t = segs_[RingSlot(r.tail_segment_id)];
+  if (r.tail_segment_id <= last_seg_id_ && t.id == r.tail_segment_id && t.first_chunk_seq != 0) {
+    r.tail_chunk_seq = t.first_chunk_seq;
+    r.tail_prev_crc = t.first_prev_crc;
+  } else {
+    r.tail_chunk_seq = next_seq_;
+    r.tail_prev_crc = last_crc_;
+  }
+  r.durable_seq = flushed_seq_;  // the sync below makes it true
+  AlignedBuffer block(kBlockSize);
+  format::EncodeRecord(r, block.data());
+  const uint64_t off = format::kRecordOffsets[r.seq % 2];
+  lk.unlock();
+  Status st = cache_->Sync();  // chunks before the record
+  if (st.ok()) st = cache_->WriteAt(off, block.data(), kBlockSize);
+  if (st.ok()) st = cache_->Sync();
+  lk.lock();
+  if (!st.ok()) {
+    SetFailedLocked(st);
+    return FailedStatus();
+  }
+  st_.cache_bytes_written += kBlockSize;
+  st_.nr_cache_syncs += 2;
+  record_seq_ = r.seq;
+  record_tail_seg_ = r.tail_segment_id;
+  durable_seq_ = std::max(durable_seq_, r.durable_seq);
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- close
+
+Status EngineImpl::Close() {
+  Status result;
+  {
+    Lock lk(mu_);
+    if (closed_) return Status::OK();
+    closed_ = true;
+    // A writer or writeback still inside would need the engine: let them finish.
+    cv_.wait(lk, [&] { return !acquiring_ && !wb_running_; });
+    if (!failed_) {
+      if (chunk_n_ > 0) CutChunkLocked();
+      result = WriteRecordLocked(lk, true);
+    } else {
+      result = FailedStatus();
+    }
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (flusher_.joinable()) flusher_.join();
+  return result;
+}
+
+EngineStats EngineImpl::Stats() const {
+  Lock lk(mu_);
+  EngineStats s = st_;
+  s.image_size = sb_.backing_size;
+  s.segment_size = format::kSegmentSize;
+  s.nr_segments = nr_segments_;
+  s.nr_cache_blocks = nr_segments_ * format::kMaxChunkBlocks;
+  s.current_id = last_seg_id_;
+  s.last_flushed_id = flushed_seg_id_;
+  s.last_writeback_id = last_writeback_id_;
+  s.nr_dirty_cache_blocks = nr_dirty_;
+  s.failed = failed_;
+  s.error = error_;
+  return s;
+}
+
+// ---------------------------------------------------------------- open
+
+Status Format(Device& cache, uint64_t backing_size, log::CacheMeta* meta) {
+  format::Superblock sb;
+  sb.nr_segments = format::SegmentsFor(cache.Size());
+  sb.backing_size = backing_size;
+  sb.cache_size = format::kSegmentsOffset + sb.nr_segments * format::kSegmentSize;
+  sb.nonce = RandomU64();
+  sb.format_time = static_cast<uint64_t>(::time(nullptr));
+  format::Record r;
+  r.nonce = sb.nonce;
+  r.seq = 1;
+  r.tail_segment_id = 1;
+  r.tail_chunk_seq = 1;
+  r.tail_prev_crc = format::ChainSeed(sb.nonce);
+  // Records first, superblock last: an interrupted format leaves a blank
+  // superblock and simply runs again.
+  AlignedBuffer buf(format::kSegmentsOffset);
+  format::EncodeRecord(r, buf.data() + format::kRecordOffsets[1]);
+  WBFS_RETURN_IF_ERROR(cache.WriteAt(0, buf.data(), format::kSegmentsOffset));
+  WBFS_RETURN_IF_ERROR(cache.Sync());
+  format::EncodeSuperblock(sb, buf.data());
+  WBFS_RETURN_IF_ERROR(cache.WriteAt(0, buf.data(), kBlockSize));
+  WBFS_RETURN_IF_ERROR(cache.Sync());
+  meta->blank = false;
+  meta->sb = sb;
+  meta->record = r;
+  meta->record_slot = 1;
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
+                                             std::unique_ptr<Device> backing,
+                                             std::unique_ptr<Device> cache) {
+  const uint64_t bsize = backing->Size();
+  if (bsize == 0 || bsize % kBlockSize != 0) {
+    return Status::InvalidArgument("the backing " + backing->Name() + " is " +
+                                   std::to_string(bsize) +
+                                   " bytes, which is not a positive multiple of 4096");
+  }
+  if (bsize / kBlockSize > format::kMaxBackingBlocks) {
+    return Status::InvalidArgument("the backing " + backing->Name() + " is too large");
+  }
+  log::CacheMeta meta;
+  WBFS_RETURN_IF_ERROR(log::ReadCacheMeta(*cache, &meta));
+  bool formatted = false;
+  if (meta.blank) {
+    if (!opts.format_blank_cache) {
+      return Status::InvalidArgument("the cache " + cache->Name() + " is not formatted");
+    }
+    if (cache->Size() < format::kMinCacheSize) {
+      return Status::InvalidArgument(
+          "the cache " + cache->Name() + " is " + std::to_string(cache->Size()) +
+          " bytes; it must be at least " + std::to_string(format::kMinCacheSize) +
+          " bytes (1 MiB of superblock plus 4 segments of 512 KiB)");
+    }
+    WBFS_RETURN_IF_ERROR(Format(*cache, bsize, &meta));
+    formatted = true;
+  } else if (meta.sb.backing_size != bsize) {
+    return Status::InvalidArgument("the cache " + cache->Name() + " was formatted for a backing of " +
+                                   std::to_string(meta.sb.backing_size) + " bytes, but " +
+                                   backing->Name() + " is " + std::to_string(bsize) + " bytes");
+  }
+  format::Superblock sb = meta.sb;
+  auto engine = std::make_unique<EngineImpl>(opts, std::move(backing), std::move(cache), sb);
+  WBFS_RETURN_IF_ERROR(engine->Start(meta, formatted));
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+}  // namespace wbfs

@@ -1,0 +1,227 @@
+#include "wbfs/format.h"
+
+#include <cstring>
+#include <string>
+
+#include "util/coding.h"
+#include "util/crc32c.h"
+
+namespace wbfs::format {
+namespace {
+
+constexpr char kSuperMagic[8] = {'W', 'B', 'F', 'S', '-', 'S', 'B', 0};
+constexpr char kRecordMagic[8] = {'W', 'B', 'F', 'S', '-', 'R', 'C', 0};
+constexpr char kChunkMagic[8] = {'W', 'B', 'F', 'S', '-', 'C', 'H', 0};
+
+// Superblock field offsets.
+constexpr size_t kSbVersion = 8, kSbCrc = 12, kSbBlockSize = 16, kSbSegmentSize = 20,
+                 kSbNrSegments = 24, kSbSegmentsOffset = 32, kSbBackingSize = 40,
+                 kSbCacheSize = 48, kSbNonce = 56, kSbFormatTime = 64;
+// Record field offsets.
+constexpr size_t kRcCrc = 8, kRcFlags = 12, kRcNonce = 16, kRcSeq = 24, kRcTailSegment = 32,
+                 kRcTailBlock = 40, kRcTailPrevCrc = 44, kRcTailChunkSeq = 48,
+                 kRcLastWriteback = 56, kRcDurableSeq = 64;
+// Chunk header field offsets.
+constexpr size_t kChHeaderCrc = 8, kChDataCrc = 12, kChNonce = 16, kChEpoch = 24, kChSeq = 32,
+                 kChSegmentId = 40, kChOffset = 48, kChPrevCrc = 52, kChNrBlocks = 56,
+                 kChFlags = 58, kChDurableSeq = 64;
+
+// CRC of a 4 KiB block with its 4-byte crc field at `crc_at` taken as zero.
+uint32_t BlockCrc(const uint8_t* block, size_t crc_at) {
+  static const uint8_t kZero[4] = {0, 0, 0, 0};
+  uint32_t c = crc32c::Value(block, crc_at);
+  c = crc32c::Extend(c, kZero, 4);
+  return crc32c::Extend(c, block + crc_at + 4, kBlockSize - crc_at - 4);
+}
+
+}  // namespace
+
+bool IsZero(const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; i++) {
+    if (b[i] != 0) return false;
+  }
+  return true;
+}
+
+uint64_t SegmentsFor(uint64_t cache_size) {
+  if (cache_size < kSegmentsOffset) return 0;
+  uint64_t n = (cache_size - kSegmentsOffset) / kSegmentSize;
+  return n > kMaxSegments ? kMaxSegments : n;
+}
+
+uint64_t SegmentBlockOffset(const Superblock& sb, uint64_t segment_id, uint32_t block) {
+  uint64_t slot = (segment_id - 1) % sb.nr_segments;
+  return sb.segments_offset + slot * kSegmentSize + uint64_t{block} * kBlockSize;
+}
+
+uint32_t ChainSeed(uint64_t nonce) {
+  uint8_t buf[8];
+  EncodeFixed64(buf, nonce);
+  return crc32c::Value(buf, sizeof(buf));
+}
+
+Position NextChunkPosition(uint64_t segment_id, uint32_t offset, uint16_t nr_blocks,
+                           uint16_t flags) {
+  uint32_t next = offset + 1 + nr_blocks;
+  if ((flags & kChunkSeal) || !ChunkFits(next)) return {segment_id + 1, 0};
+  return {segment_id, next};
+}
+
+void EncodeSuperblock(const Superblock& sb, uint8_t* block) {
+  std::memset(block, 0, kBlockSize);
+  std::memcpy(block, kSuperMagic, 8);
+  EncodeFixed32(block + kSbVersion, sb.version);
+  EncodeFixed32(block + kSbBlockSize, sb.block_size);
+  EncodeFixed32(block + kSbSegmentSize, sb.segment_size);
+  EncodeFixed64(block + kSbNrSegments, sb.nr_segments);
+  EncodeFixed64(block + kSbSegmentsOffset, sb.segments_offset);
+  EncodeFixed64(block + kSbBackingSize, sb.backing_size);
+  EncodeFixed64(block + kSbCacheSize, sb.cache_size);
+  EncodeFixed64(block + kSbNonce, sb.nonce);
+  EncodeFixed64(block + kSbFormatTime, sb.format_time);
+  EncodeFixed32(block + kSbCrc, BlockCrc(block, kSbCrc));
+}
+
+Status DecodeSuperblock(const uint8_t* block, Superblock* sb) {
+  if (std::memcmp(block, kSuperMagic, 8) != 0) {
+    return Status::Corruption("superblock: bad magic (not a wbfs cache)");
+  }
+  uint32_t crc = DecodeFixed32(block + kSbCrc);
+  if (crc != BlockCrc(block, kSbCrc)) return Status::Corruption("superblock: checksum mismatch");
+  Superblock s;
+  s.version = DecodeFixed32(block + kSbVersion);
+  s.block_size = DecodeFixed32(block + kSbBlockSize);
+  s.segment_size = DecodeFixed32(block + kSbSegmentSize);
+  s.nr_segments = DecodeFixed64(block + kSbNrSegments);
+  s.segments_offset = DecodeFixed64(block + kSbSegmentsOffset);
+  s.backing_size = DecodeFixed64(block + kSbBackingSize);
+  s.cache_size = DecodeFixed64(block + kSbCacheSize);
+  s.nonce = DecodeFixed64(block + kSbNonce);
+  s.format_time = DecodeFixed64(block + kSbFormatTime);
+  if (s.version != kFormatVersion) {
+    return Status::Corruption("superblock: format version " + std::to_string(s.version) +
+                              " is not supported (this wbfs reads version " +
+                              std::to_string(kFormatVersion) + ")");
+  }
+  if (s.block_size != kBlockSize) return Status::Corruption("superblock: bad block_size");
+  if (s.segment_size != kSegmentSize) return Status::Corruption("superblock: bad segment_size");
+  if (s.segments_offset != kSegmentsOffset) {
+    return Status::Corruption("superblock: bad segments_offset");
+  }
+  if (s.nr_segments < kMinSegments || s.nr_segments > kMaxSegments ||
+      s.nr_segments != SegmentsFor(s.cache_size)) {
+    return Status::Corruption("superblock: nr_segments " + std::to_string(s.nr_segments) +
+                              " does not fit cache_size " + std::to_string(s.cache_size));
+  }
+  if (s.backing_size == 0 || s.backing_size % kBlockSize != 0 ||
+      s.backing_size / kBlockSize > kMaxBackingBlocks) {
+    return Status::Corruption("superblock: bad backing_size");
+  }
+  *sb = s;
+  return Status::OK();
+}
+
+void EncodeRecord(const Record& r, uint8_t* block) {
+  std::memset(block, 0, kBlockSize);
+  std::memcpy(block, kRecordMagic, 8);
+  EncodeFixed32(block + kRcFlags, r.flags);
+  EncodeFixed64(block + kRcNonce, r.nonce);
+  EncodeFixed64(block + kRcSeq, r.seq);
+  EncodeFixed64(block + kRcTailSegment, r.tail_segment_id);
+  EncodeFixed32(block + kRcTailBlock, r.tail_block);
+  EncodeFixed32(block + kRcTailPrevCrc, r.tail_prev_crc);
+  EncodeFixed64(block + kRcTailChunkSeq, r.tail_chunk_seq);
+  EncodeFixed64(block + kRcLastWriteback, r.last_writeback_id);
+  EncodeFixed64(block + kRcDurableSeq, r.durable_seq);
+  EncodeFixed32(block + kRcCrc, BlockCrc(block, kRcCrc));
+}
+
+Status DecodeRecord(const uint8_t* block, Record* r) {
+  if (std::memcmp(block, kRecordMagic, 8) != 0) return Status::Corruption("record: bad magic");
+  if (DecodeFixed32(block + kRcCrc) != BlockCrc(block, kRcCrc)) {
+    return Status::Corruption("record: checksum mismatch");
+  }
+  Record x;
+  x.flags = DecodeFixed32(block + kRcFlags);
+  x.nonce = DecodeFixed64(block + kRcNonce);
+  x.seq = DecodeFixed64(block + kRcSeq);
+  x.tail_segment_id = DecodeFixed64(block + kRcTailSegment);
+  x.tail_block = DecodeFixed32(block + kRcTailBlock);
+  x.tail_prev_crc = DecodeFixed32(block + kRcTailPrevCrc);
+  x.tail_chunk_seq = DecodeFixed64(block + kRcTailChunkSeq);
+  x.last_writeback_id = DecodeFixed64(block + kRcLastWriteback);
+  x.durable_seq = DecodeFixed64(block + kRcDurableSeq);
+  if (x.tail_segment_id == 0 || x.tail_block != 0 || x.tail_chunk_seq == 0 ||
+      x.last_writeback_id >= x.tail_segment_id) {
+    return Status::Corruption("record: inconsistent tail");
+  }
+  *r = x;
+  return Status::OK();
+}
+
+void EncodeChunkEntry(uint8_t* header_block, uint32_t i, const ChunkEntry& e) {
+  uint8_t* p = header_block + kChunkEntriesOffset + i * kChunkEntrySize;
+  std::memset(p, 0, kChunkEntrySize);
+  EncodeFixed64(p, e.block);
+  p[8] = e.mask;
+  p[9] = e.flags;
+}
+
+uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block) {
+  uint8_t* b = header_block;
+  std::memcpy(b, kChunkMagic, 8);
+  EncodeFixed32(b + kChDataCrc, h.data_crc);
+  EncodeFixed64(b + kChNonce, h.nonce);
+  EncodeFixed64(b + kChEpoch, h.epoch);
+  EncodeFixed64(b + kChSeq, h.seq);
+  EncodeFixed64(b + kChSegmentId, h.segment_id);
+  EncodeFixed32(b + kChOffset, h.offset);
+  EncodeFixed32(b + kChPrevCrc, h.prev_crc);
+  EncodeFixed16(b + kChNrBlocks, h.nr_blocks);
+  EncodeFixed16(b + kChFlags, h.flags);
+  EncodeFixed32(b + 60, 0);
+  EncodeFixed64(b + kChDurableSeq, h.durable_seq);
+  std::memset(b + 72, 0, kChunkEntriesOffset - 72);
+  size_t used = kChunkEntriesOffset + size_t{h.nr_blocks} * kChunkEntrySize;
+  std::memset(b + used, 0, kBlockSize - used);
+  uint32_t crc = BlockCrc(b, kChHeaderCrc);
+  EncodeFixed32(b + kChHeaderCrc, crc);
+  return crc;
+}
+
+Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader* h) {
+  if (std::memcmp(b, kChunkMagic, 8) != 0) return Status::Corruption("chunk: bad magic");
+  uint32_t crc = DecodeFixed32(b + kChHeaderCrc);
+  if (crc != BlockCrc(b, kChHeaderCrc)) return Status::Corruption("chunk: header checksum mismatch");
+  h->header_crc = crc;
+  h->data_crc = DecodeFixed32(b + kChDataCrc);
+  h->nonce = DecodeFixed64(b + kChNonce);
+  h->epoch = DecodeFixed64(b + kChEpoch);
+  h->seq = DecodeFixed64(b + kChSeq);
+  h->segment_id = DecodeFixed64(b + kChSegmentId);
+  h->offset = DecodeFixed32(b + kChOffset);
+  h->prev_crc = DecodeFixed32(b + kChPrevCrc);
+  h->nr_blocks = DecodeFixed16(b + kChNrBlocks);
+  h->flags = DecodeFixed16(b + kChFlags);
+  h->durable_seq = DecodeFixed64(b + kChDurableSeq);
+  if (!ChunkFits(h->offset)) {
+    return Status::Corruption("chunk: offset " + std::to_string(h->offset) + " out of range");
+  }
+  if (h->nr_blocks == 0 || h->offset + 1 + h->nr_blocks > kBlocksPerSegment) {
+    return Status::Corruption("chunk: nr_blocks " + std::to_string(h->nr_blocks) +
+                              " does not fit at offset " + std::to_string(h->offset));
+  }
+  if (h->segment_id == 0 || h->seq == 0) return Status::Corruption("chunk: zero id");
+  for (uint32_t i = 0; i < h->nr_blocks; i++) {
+    const uint8_t* p = b + kChunkEntriesOffset + i * kChunkEntrySize;
+    ChunkEntry e{DecodeFixed64(p), p[8], p[9]};
+    if (e.block >= backing_blocks || e.mask == 0 || (e.flags & ~kEntryDirty) != 0) {
+      return Status::Corruption("chunk: entry " + std::to_string(i) + " is invalid");
+    }
+    h->entries[i] = e;
+  }
+  return Status::OK();
+}
+
+}  // namespace wbfs::format

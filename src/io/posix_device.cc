@@ -1,0 +1,196 @@
+// PosixDevice: a regular file or a block device. The only code in wbfs that
+// calls pread, pwrite, fdatasync and ioctl. With O_DIRECT it owns alignment:
+// unaligned reads go through an aligned bounce buffer, unaligned writes are
+// refused (the engine only writes whole 4 KiB blocks to a direct device).
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "wbfs/device.h"
+
+namespace wbfs {
+namespace {
+
+constexpr size_t kDirectAlign = 4096;
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+class PosixDevice final : public Device {
+ public:
+  PosixDevice(std::string path, int fd, uint64_t size, bool direct, bool block_device)
+      : path_(std::move(path)), fd_(fd), size_(size), direct_(direct), block_(block_device) {}
+  ~PosixDevice() override { ::close(fd_); }
+
+  Status ReadAt(uint64_t off, void* buf, size_t len) override {
+    if (direct_ && !Aligned(off, buf, len)) return BounceRead(off, buf, len);
+    return FullRead(off, buf, len);
+  }
+
+  Status WriteAt(uint64_t off, const void* buf, size_t len) override {
+    if (direct_ && !Aligned(off, buf, len)) {
+      if (off % kDirectAlign != 0 || len % kDirectAlign != 0) {
+        return Status::InvalidArgument(path_ + ": unaligned write to a direct-I/O device");
+      }
+      std::unique_ptr<void, FreeDeleter> bounce(AllocAligned(len));
+      if (!bounce) return Status::IOError(path_ + ": out of memory", ENOMEM);
+      std::memcpy(bounce.get(), buf, len);
+      return FullWrite(off, bounce.get(), len);
+    }
+    return FullWrite(off, buf, len);
+  }
+
+  Status Sync() override {
+    if (::fdatasync(fd_) != 0) return PosixError(path_ + ": fdatasync", errno);
+    return Status::OK();
+  }
+
+  Status Discard(uint64_t off, uint64_t len) override {
+    if (len == 0) return Status::OK();
+    if (block_) {
+      uint64_t range[2] = {off, len};
+      if (::ioctl(fd_, BLKDISCARD, range) == 0) return Status::OK();
+    } else if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           static_cast<off_t>(off), static_cast<off_t>(len)) == 0) {
+      return Status::OK();
+    }
+    // Not supported here: write zeros instead.
+    constexpr size_t kChunk = 1 << 20;
+    std::unique_ptr<void, FreeDeleter> zeros(AllocAligned(kChunk));
+    if (!zeros) return Status::IOError(path_ + ": out of memory", ENOMEM);
+    std::memset(zeros.get(), 0, kChunk);
+    while (len > 0) {
+      size_t n = len < kChunk ? static_cast<size_t>(len) : kChunk;
+      WBFS_RETURN_IF_ERROR(WriteAt(off, zeros.get(), n));
+      off += n;
+      len -= n;
+    }
+    return Status::OK();
+  }
+
+  uint64_t Size() const override { return size_; }
+  std::string Name() const override { return path_; }
+
+ private:
+  static bool Aligned(uint64_t off, const void* buf, size_t len) {
+    return off % kDirectAlign == 0 && len % kDirectAlign == 0 &&
+           reinterpret_cast<uintptr_t>(buf) % kDirectAlign == 0;
+  }
+  static void* AllocAligned(size_t len) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, kDirectAlign, len) != 0) return nullptr;
+    return p;
+  }
+
+  Status BounceRead(uint64_t off, void* buf, size_t len) {
+    uint64_t start = off / kDirectAlign * kDirectAlign;
+    uint64_t end = (off + len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+    size_t n = static_cast<size_t>(end - start);
+    std::unique_ptr<void, FreeDeleter> bounce(AllocAligned(n));
+    if (!bounce) return Status::IOError(path_ + ": out of memory", ENOMEM);
+    WBFS_RETURN_IF_ERROR(FullRead(start, bounce.get(), n));
+    std::memcpy(buf, static_cast<char*>(bounce.get()) + (off - start), len);
+    return Status::OK();
+  }
+
+  Status FullRead(uint64_t off, void* buf, size_t len) {
+    auto* p = static_cast<char*>(buf);
+    while (len > 0) {
+      ssize_t r = ::pread(fd_, p, len, static_cast<off_t>(off));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return PosixError(path_ + ": read at offset " + std::to_string(off), errno);
+      }
+      if (r == 0) {
+        return Status::IOError(path_ + ": short read at offset " + std::to_string(off), EIO);
+      }
+      p += r;
+      off += static_cast<uint64_t>(r);
+      len -= static_cast<size_t>(r);
+    }
+    return Status::OK();
+  }
+
+  Status FullWrite(uint64_t off, const void* buf, size_t len) {
+    const auto* p = static_cast<const char*>(buf);
+    while (len > 0) {
+      ssize_t r = ::pwrite(fd_, p, len, static_cast<off_t>(off));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return PosixError(path_ + ": write at offset " + std::to_string(off), errno);
+      }
+      if (r == 0) {
+        return Status::IOError(path_ + ": short write at offset " + std::to_string(off), EIO);
+      }
+      p += r;
+      off += static_cast<uint64_t>(r);
+      len -= static_cast<size_t>(r);
+    }
+    return Status::OK();
+  }
+
+  const std::string path_;
+  const int fd_;
+  const uint64_t size_;
+  const bool direct_;
+  const bool block_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const DeviceOptions& o) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return PosixError(path, errno);
+  bool block = S_ISBLK(st.st_mode);
+  if (!block && !S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument(path + " is neither a regular file nor a block device");
+  }
+  int flags = (o.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  if (block && o.exclusive) flags |= O_EXCL;
+  int fd = -1;
+  bool direct = false;
+  if (o.direct) {
+    fd = ::open(path.c_str(), flags | O_DIRECT);
+    if (fd >= 0) direct = true;
+    else if (errno != EINVAL) return PosixError(path, errno);
+  }
+  if (fd < 0) fd = ::open(path.c_str(), flags);
+  if (fd < 0) {
+    if (errno == EBUSY) return Status::Busy(path + " is in use (is it mounted already?)");
+    return PosixError(path, errno);
+  }
+  if (!block && o.exclusive && ::flock(fd, (o.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    int e = errno;
+    ::close(fd);
+    if (e == EWOULDBLOCK) return Status::Busy(path + " is in use by another wbfs mount or tool");
+    return PosixError(path + ": flock", e);
+  }
+  uint64_t size = 0;
+  if (block) {
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) {
+      int e = errno;
+      ::close(fd);
+      return PosixError(path + ": BLKGETSIZE64", e);
+    }
+  } else {
+    if (::fstat(fd, &st) != 0) {
+      int e = errno;
+      ::close(fd);
+      return PosixError(path, e);
+    }
+    size = static_cast<uint64_t>(st.st_size);
+  }
+  return std::unique_ptr<Device>(new PosixDevice(path, fd, size, direct, block));
+}
+
+}  // namespace wbfs

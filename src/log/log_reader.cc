@@ -1,0 +1,140 @@
+#include "log/log_reader.h"
+
+#include <algorithm>
+
+#include "util/aligned_buffer.h"
+#include "util/crc32c.h"
+
+namespace wbfs::log {
+
+using format::kBlockSize;
+
+Status ReadCacheMeta(Device& cache, CacheMeta* meta) {
+  *meta = CacheMeta();
+  if (cache.Size() < kBlockSize) {
+    return Status::InvalidArgument(cache.Name() + " is smaller than one 4 KiB block");
+  }
+  AlignedBuffer buf(kBlockSize);
+  WBFS_RETURN_IF_ERROR(cache.ReadAt(format::kSuperblockOffset, buf.data(), kBlockSize));
+  if (format::IsZero(buf.data(), kBlockSize)) {
+    meta->blank = true;
+    return Status::OK();
+  }
+  WBFS_RETURN_IF_ERROR(format::DecodeSuperblock(buf.data(), &meta->sb).WithContext(cache.Name()));
+  if (cache.Size() < meta->sb.cache_size) {
+    return Status::Corruption(cache.Name() + ": the cache is smaller (" +
+                              std::to_string(cache.Size()) + " bytes) than when it was formatted (" +
+                              std::to_string(meta->sb.cache_size) + " bytes)");
+  }
+  for (int slot = 0; slot < 2; slot++) {
+    format::Record r;
+    WBFS_RETURN_IF_ERROR(cache.ReadAt(format::kRecordOffsets[slot], buf.data(), kBlockSize));
+    if (!format::DecodeRecord(buf.data(), &r).ok() || r.nonce != meta->sb.nonce) continue;
+    if (meta->record_slot < 0 || r.seq > meta->record.seq) {
+      meta->record = r;
+      meta->record_slot = slot;
+    }
+  }
+  if (meta->record_slot < 0) {
+    return Status::Corruption(cache.Name() + ": both superblock records are invalid");
+  }
+  return Status::OK();
+}
+
+Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, LogScan* out) {
+  *out = LogScan();
+  const format::Superblock& sb = meta.sb;
+  const format::Record& rec = meta.record;
+  const uint64_t backing_blocks = sb.backing_size / kBlockSize;
+  AlignedBuffer hbuf(kBlockSize);
+  format::ChunkHeader h;
+
+  format::Position pos{rec.tail_segment_id, rec.tail_block};
+  uint64_t expect_seq = rec.tail_chunk_seq;
+  uint32_t prev_crc = rec.tail_prev_crc;
+  uint64_t trusted = rec.durable_seq;
+  for (;;) {
+    uint64_t off = format::SegmentBlockOffset(sb, pos.segment_id, pos.block);
+    out->end = pos;
+    out->end_offset = off;
+    if (pos.segment_id >= rec.tail_segment_id + sb.nr_segments) {
+      out->end_reason = "the log fills the whole cache";
+      break;
+    }
+    WBFS_RETURN_IF_ERROR(cache.ReadAt(off, hbuf.data(), kBlockSize));
+    Status st = format::DecodeChunkHeader(hbuf.data(), backing_blocks, &h);
+    if (!st.ok()) {
+      out->end_reason = format::IsZero(hbuf.data(), kBlockSize) ? "unwritten block" : st.message();
+      break;
+    }
+    if (h.nonce != sb.nonce) {
+      out->end_reason = "chunk of another format";
+      break;
+    }
+    if (h.seq != expect_seq || h.prev_crc != prev_crc || h.segment_id != pos.segment_id ||
+        h.offset != pos.block) {
+      out->end_reason = "chunk of an earlier lap (seq " + std::to_string(h.seq) + ", expected " +
+                        std::to_string(expect_seq) + ")";
+      break;
+    }
+    ChunkInfo c;
+    c.seq = h.seq;
+    c.segment_id = h.segment_id;
+    c.offset = h.offset;
+    c.nr_blocks = h.nr_blocks;
+    c.flags = h.flags;
+    c.header_crc = h.header_crc;
+    c.data_crc = h.data_crc;
+    c.durable_seq = h.durable_seq;
+    c.epoch = h.epoch;
+    c.first_entry = out->entries.size();
+    out->entries.insert(out->entries.end(), h.entries.begin(), h.entries.begin() + h.nr_blocks);
+    out->chunks.push_back(c);
+    trusted = std::max(trusted, std::min(h.durable_seq, h.seq - 1));
+    pos = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
+    expect_seq = h.seq + 1;
+    prev_crc = h.header_crc;
+  }
+  out->trusted_seq = trusted;
+
+  // Check data where it was not known synced (or everywhere, for check).
+  AlignedBuffer dbuf(format::kMaxChunkBlocks * kBlockSize);
+  size_t keep = out->chunks.size();
+  for (size_t i = 0; i < out->chunks.size(); i++) {
+    ChunkInfo& c = out->chunks[i];
+    bool trusted_chunk = c.seq <= trusted;
+    if (trusted_chunk && !opts.verify_all_data) continue;
+    uint64_t off = format::SegmentBlockOffset(sb, c.segment_id, c.offset + 1);
+    size_t len = size_t{c.nr_blocks} * kBlockSize;
+    WBFS_RETURN_IF_ERROR(cache.ReadAt(off, dbuf.data(), len));
+    c.data_checked = true;
+    if (crc32c::Value(dbuf.data(), len) == c.data_crc) continue;
+    if (trusted_chunk) {
+      if (!out->corrupt) {
+        out->corrupt = true;
+        out->corrupt_offset = off;
+      }
+      continue;
+    }
+    keep = i;
+    out->end = {c.segment_id, c.offset};
+    out->end_offset = format::SegmentBlockOffset(sb, c.segment_id, c.offset);
+    out->end_reason = "torn chunk (seq " + std::to_string(c.seq) + "): data checksum mismatch";
+    break;
+  }
+  if (keep < out->chunks.size()) {
+    out->dropped_chunks = out->chunks.size() - keep;
+    out->entries.resize(out->chunks[keep].first_entry);
+    out->chunks.resize(keep);
+  }
+  if (out->chunks.empty()) {
+    out->next_seq = rec.tail_chunk_seq;
+    out->last_crc = rec.tail_prev_crc;
+  } else {
+    out->next_seq = out->chunks.back().seq + 1;
+    out->last_crc = out->chunks.back().header_crc;
+  }
+  return Status::OK();
+}
+
+}  // namespace wbfs::log

@@ -1,0 +1,73 @@
+// The one reader of the wbfs on-disk log. Mount (replay), check, dump and
+// offline writeback all read the cache through these two calls.
+#ifndef WBFS_LOG_LOG_READER_H_
+#define WBFS_LOG_LOG_READER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "wbfs/device.h"
+#include "wbfs/format.h"
+#include "wbfs/status.h"
+
+namespace wbfs::log {
+
+struct CacheMeta {
+  bool blank = false;  // the first 4 KiB are zero: a cache to be formatted
+  format::Superblock sb;
+  format::Record record;  // the valid record with the highest seq
+  int record_slot = -1;
+};
+
+// Reads the superblock and both records. A blank cache is not an error.
+// Corruption when the superblock or both records do not decode.
+Status ReadCacheMeta(Device& cache, CacheMeta* meta);
+
+struct ChunkInfo {
+  uint64_t seq = 0;
+  uint64_t segment_id = 0;
+  uint32_t offset = 0;  // block of the header inside the segment
+  uint16_t nr_blocks = 0;
+  uint16_t flags = 0;
+  uint32_t header_crc = 0;
+  uint32_t data_crc = 0;
+  uint64_t durable_seq = 0;
+  uint64_t epoch = 0;
+  size_t first_entry = 0;   // index into LogScan::entries
+  bool data_checked = false;
+};
+
+struct LogScan {
+  std::vector<ChunkInfo> chunks;  // the valid log, oldest first
+  std::vector<format::ChunkEntry> entries;
+  // Chunks up to this seq were synced before a later chunk was written;
+  // replay trusts their data without reading it.
+  uint64_t trusted_seq = 0;
+  format::Position end{1, 0};  // where the next chunk goes
+  uint64_t next_seq = 1;
+  uint32_t last_crc = 0;
+  // Why the log ends there, and at which cache byte offset (for check).
+  std::string end_reason;
+  uint64_t end_offset = 0;
+  // Chunks whose headers continued the chain but that were dropped because
+  // an earlier chunk's data failed its checksum (a torn write).
+  uint64_t dropped_chunks = 0;
+  // verify_all only: a chunk at or below trusted_seq failed its data
+  // checksum: corruption of synced data, not a torn tail.
+  bool corrupt = false;
+  uint64_t corrupt_offset = 0;
+};
+
+struct ScanOptions {
+  bool verify_all_data = false;  // check reads every chunk's data
+};
+
+// Follows the chunk chain from the record's tail. Stops quietly at the
+// first header that does not continue the chain, and at the first chunk
+// after trusted_seq whose data does not match its checksum.
+Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, LogScan* out);
+
+}  // namespace wbfs::log
+
+#endif  // WBFS_LOG_LOG_READER_H_
