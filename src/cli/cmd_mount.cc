@@ -1,0 +1,293 @@
+// wbfs mount: parse and check everything, then (unless -f) fork; the child
+// opens the devices, replays the cache, mounts, and only then tells the
+// parent through a pipe that the image is ready (libfuse 3.14 would
+// daemonize before mounting, so wbfs does its own readiness signal).
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/config.h"
+#include "ctl/ctl.h"
+#include "fuse/frontend.h"
+#include "wbfs/device.h"
+#include "wbfs/engine.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace po = boost::program_options;
+
+namespace wbfs::cli {
+namespace {
+
+bool g_foreground = false;
+
+void Log(int prio, const std::string& msg) {
+  if (g_foreground) std::cerr << "wbfs: " << msg << "\n";
+  else ::syslog(prio, "%s", msg.c_str());
+}
+
+// What the child tells the parent: "OK" or "<exit code> <message>".
+void Report(int fd, int code, const std::string& msg) {
+  if (fd < 0) {
+    if (code != kExitOk) std::cerr << "wbfs: " << msg << "\n";
+    return;
+  }
+  std::string s = code == kExitOk ? "OK" : std::to_string(code) + " " + msg;
+  (void)!::write(fd, s.data(), s.size());
+  ::close(fd);
+}
+
+std::string StatsJson(const EngineStats& s, const MountConfig& c) {
+  nlohmann::json j;
+  j["pid"] = ::getpid();
+  j["mountpoint"] = c.mountpoint;
+  j["backing"] = c.backing;
+  j["cache"] = c.cache;
+  j["image_size"] = s.image_size;
+  j["segment_size"] = s.segment_size;
+  j["nr_segments"] = s.nr_segments;
+  j["nr_cache_blocks"] = s.nr_cache_blocks;
+  j["current_id"] = s.current_id;
+  j["last_flushed_id"] = s.last_flushed_id;
+  j["last_writeback_id"] = s.last_writeback_id;
+  j["nr_dirty_cache_blocks"] = s.nr_dirty_cache_blocks;
+  j["nr_partial_flushed"] = s.nr_partial_flushed;
+  nlohmann::json stat;
+  for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];
+  j["stat"] = stat;
+  j["user_bytes_written"] = s.user_bytes_written;
+  j["cache_bytes_written"] = s.cache_bytes_written;
+  j["backing_bytes_written"] = s.backing_bytes_written;
+  j["replayed_chunks"] = s.replayed_chunks;
+  j["dropped_chunks"] = s.dropped_chunks;
+  j["formatted"] = s.formatted;
+  j["failed"] = s.failed;
+  if (s.failed) j["error"] = s.error;
+  return j.dump();
+}
+
+// Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
+// the waiting parent, or -1.
+int RunDaemon(const MountConfig& c, int ready_fd) {
+  if (!g_foreground) ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+  // The daemon must not recurse into the I/O it serves when memory is
+  // short (a loop device or VM above it), nor be the OOM killer's pick.
+  (void)::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+  if (int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); fd >= 0) {
+    (void)!::write(fd, "-1000", 5);
+    ::close(fd);
+  }
+  DeviceOptions bo;
+  auto backing = OpenPosixDevice(c.backing, bo);
+  if (!backing.ok()) {
+    Report(ready_fd, kExitFailure, "backing: " + backing.status().message());
+    return kExitFailure;
+  }
+  DeviceOptions co;
+  co.direct = true;
+  auto cache = OpenPosixDevice(c.cache, co);
+  if (!cache.ok()) {
+    Report(ready_fd, kExitFailure, "cache: " + cache.status().message());
+    return kExitFailure;
+  }
+  EngineOptions eo;
+  eo.tunables = c.tunables;
+  auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()));
+  if (!engine.ok()) {
+    std::string msg = engine.status().message();
+    if (engine.status().code() == Status::Code::kCorruption) {
+      msg += "; the cache was refused and left untouched (to use it as a new cache, zero its "
+             "first 4 KiB, which discards what it holds)";
+    }
+    Report(ready_fd, kExitFailure, msg);
+    return kExitFailure;
+  }
+  Engine* e = engine.value().get();
+  ctl::Server server;
+  Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
+    if (req == "status") return StatsJson(e->Stats(), c);
+    if (req == "pid") return nlohmann::json{{"pid", ::getpid()}}.dump();
+    return nlohmann::json{{"error", "unknown request"}}.dump();
+  });
+  if (!st.ok()) {
+    Report(ready_fd, kExitFailure, st.message());
+    return kExitFailure;
+  }
+  fuse::FrontendOptions fo;
+  fo.mountpoint = c.mountpoint;
+  fo.image_name = c.image_name;
+  fo.fsname = c.backing;
+  fo.allow_other = c.allow_other;
+  fuse::Frontend frontend(e, fo);
+  st = frontend.Mount();
+  if (!st.ok()) {
+    Report(ready_fd, kExitFailure, st.message());
+    return kExitFailure;
+  }
+  EngineStats s0 = e->Stats();
+  Log(LOG_INFO, "mounted " + c.mountpoint + "/" + c.image_name + " (" +
+                    (s0.formatted ? "cache formatted" : std::to_string(s0.replayed_chunks) +
+                                                            " chunks replayed, " +
+                                                            std::to_string(s0.dropped_chunks) +
+                                                            " torn dropped") +
+                    ")");
+  Report(ready_fd, kExitOk, "");
+  if (!g_foreground) {
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::close(null);
+    }
+    (void)!::chdir("/");
+  }
+  st = frontend.Run();
+  if (!st.ok()) Log(LOG_ERR, st.message());
+  Status cs = engine.value()->Close();
+  if (!cs.ok()) {
+    Log(LOG_ERR, "closing the cache: " + cs.message());
+    return kExitFailure;
+  }
+  Log(LOG_INFO, "unmounted " + c.mountpoint + "; cache closed cleanly");
+  return st.ok() ? kExitOk : kExitFailure;
+}
+
+// Resolves an existing file's path, or explains what is wrong with it.
+Status ResolveFile(const std::string& what, std::string* path) {
+  char buf[PATH_MAX];
+  if (::realpath(path->c_str(), buf) == nullptr) {
+    return Status::InvalidArgument(what + " " + *path + ": " + std::strerror(errno));
+  }
+  *path = buf;
+  return Status::OK();
+}
+
+}  // namespace
+
+int CmdMount(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: wbfs mount [--config FILE] [--backing PATH] [--cache PATH]\n"
+      "                  [-o KEY=VALUE[,KEY=VALUE...]]... [-f] [--allow-other] [MOUNTPOINT]\n"
+      "\n"
+      "Mounts the image: MOUNTPOINT/image (or image_name) is the backing file as\n"
+      "seen through the cache. A zeroed cache is formatted; a wbfs cache is\n"
+      "replayed. -o takes any config-file key (backing, cache, image_name,\n"
+      "allow_other and the tunables); the command line overrides the file.\n"
+      "\n"
+      "options");
+  desc.add_options()("help,h", "show this help")(
+      "config,c", po::value<std::string>(), "JSON config file (see wbfs.json(5))")(
+      "backing", po::value<std::string>(), "backing file or block device (HDD)")(
+      "cache", po::value<std::string>(), "cache file or block device (SSD)")(
+      "option,o", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE[,KEY=VALUE...]")(
+      "foreground,f", po::bool_switch(), "stay in the foreground")(
+      "allow-other", po::bool_switch(), "let other users open the image");
+  po::options_description hidden;
+  hidden.add_options()("mountpoint", po::value<std::vector<std::string>>(), "");
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("mountpoint", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return Fail(kExitUsage, std::string("mount: ") + e.what() + "; see 'wbfs mount --help'");
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  MountConfig c;
+  if (vm.count("config")) {
+    Status st = LoadConfigFile(vm["config"].as<std::string>(), &c);
+    if (!st.ok()) return Fail(kExitUsage, st.message());
+  }
+  if (vm.count("option")) {
+    for (const std::string& group : vm["option"].as<std::vector<std::string>>()) {
+      size_t start = 0;
+      while (start <= group.size()) {
+        size_t comma = group.find(',', start);
+        std::string item = group.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!item.empty()) {
+          Status st = ApplyOption(item, &c);
+          if (!st.ok()) return Fail(kExitUsage, st.message());
+        }
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+  }
+  if (vm.count("backing")) c.backing = vm["backing"].as<std::string>();
+  if (vm.count("cache")) c.cache = vm["cache"].as<std::string>();
+  if (vm["allow-other"].as<bool>()) c.allow_other = true;
+  if (vm.count("mountpoint")) {
+    const auto& mps = vm["mountpoint"].as<std::vector<std::string>>();
+    if (mps.size() > 1) return Fail(kExitUsage, "mount: give one MOUNTPOINT, not " + std::to_string(mps.size()));
+    c.mountpoint = mps[0];
+  }
+  g_foreground = vm["foreground"].as<bool>();
+  Status st = Validate(c);
+  if (!st.ok()) return Fail(kExitUsage, st.message());
+  st = ResolveFile("backing", &c.backing);
+  if (st.ok()) st = ResolveFile("cache", &c.cache);
+  if (st.ok()) st = ResolveFile("mountpoint", &c.mountpoint);
+  if (!st.ok()) return Fail(kExitUsage, st.message());
+  struct stat mst, bst, cst;
+  if (::stat(c.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
+    return Fail(kExitUsage, "mountpoint " + c.mountpoint + " is not a directory");
+  }
+  if (::stat(c.backing.c_str(), &bst) == 0 && ::stat(c.cache.c_str(), &cst) == 0 &&
+      bst.st_dev == cst.st_dev && bst.st_ino == cst.st_ino) {
+    return Fail(kExitUsage, "backing and cache are the same file: " + c.backing);
+  }
+  if (IsMountPoint(c.mountpoint)) {
+    return Fail(kExitFailure, c.mountpoint + " is already a mount point; unmount it first");
+  }
+  if (g_foreground) return RunDaemon(c, -1);
+
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Fail(kExitFailure, std::string("pipe: ") + std::strerror(errno));
+  std::cout.flush();
+  std::cerr.flush();
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail(kExitFailure, std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    ::close(p[0]);
+    ::setsid();
+    ::_exit(RunDaemon(c, p[1]));
+  }
+  ::close(p[1]);
+  std::string reply;
+  char buf[1024];
+  for (;;) {
+    ssize_t n = ::read(p[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  ::close(p[0]);
+  if (reply == "OK") return kExitOk;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (reply.empty()) return Fail(kExitFailure, "the daemon exited before the image was ready");
+  size_t sp = reply.find(' ');
+  int code = std::atoi(reply.substr(0, sp).c_str());
+  return Fail(code == 0 ? kExitFailure : code, reply.substr(sp + 1));
+}
+
+}  // namespace wbfs::cli

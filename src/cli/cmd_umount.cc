@@ -1,0 +1,62 @@
+// wbfs umount: unmount, then wait for the daemon to seal its buffer, make
+// the cache durable and exit.
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "ctl/ctl.h"
+
+namespace wbfs::cli {
+
+int CmdUmount(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs umount MOUNTPOINT\n"
+      "\n"
+      "Unmounts a wbfs mount and waits until the daemon has sealed its RAM buffer,\n"
+      "made the cache durable and recorded the superblock. Dirty data stays in\n"
+      "the cache for the next mount. 'fusermount3 -u' and 'umount' are as safe,\n"
+      "but return before the daemon has finished.\n";
+  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  if (args.size() != 1 || args[0].empty() || args[0][0] == '-') {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  // A dead daemon's mount cannot be stat'ed (ENOTCONN): resolve lexically.
+  char buf[PATH_MAX];
+  std::string mp = ::realpath(args[0].c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(args[0]);
+  if (!IsMountPoint(mp)) return Fail(kExitFailure, mp + " is not mounted");
+  ctl::Client client;
+  bool live = client.Connect(mp).ok();
+  if (::geteuid() == 0) {
+    if (::umount2(mp.c_str(), 0) != 0) {
+      if (errno == EBUSY) {
+        return Fail(kExitFailure, mp + " is busy: the image is still open (a loop device, a VM or "
+                                  "a process); stop it or 'losetup -d' the loop device first");
+      }
+      return Fail(kExitFailure, "umount " + mp + ": " + std::strerror(errno));
+    }
+  } else {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execlp("fusermount3", "fusermount3", "-u", mp.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || ::waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return Fail(kExitFailure, "fusermount3 -u " + mp + " failed (is the image still open?)");
+    }
+  }
+  if (live) client.WaitForExit();
+  return kExitOk;
+}
+
+}  // namespace wbfs::cli

@@ -1,0 +1,103 @@
+#include "cli/config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace wbfs::cli {
+namespace {
+
+using nlohmann::json;
+
+Status BadKey(const std::string& where, const std::string& key, const std::string& why) {
+  return Status::InvalidArgument(where + ": " + key + ": " + why);
+}
+
+Status SetString(const std::string& key, const std::string& v, MountConfig* c) {
+  if (key == "backing") c->backing = v;
+  else if (key == "cache") c->cache = v;
+  else if (key == "mountpoint") c->mountpoint = v;
+  else if (key == "image_name") c->image_name = v;
+  return Status::OK();
+}
+
+bool IsStringKey(const std::string& k) {
+  return k == "backing" || k == "cache" || k == "mountpoint" || k == "image_name";
+}
+
+}  // namespace
+
+Status LoadConfigFile(const std::string& path, MountConfig* c) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument("config file " + path + ": cannot be read");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    return Status::InvalidArgument("config file " + path + ": malformed JSON at byte " +
+                                   std::to_string(e.byte));
+  }
+  const std::string where = "config file " + path;
+  if (!j.is_object()) return Status::InvalidArgument(where + ": must hold one JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    const json& v = it.value();
+    if (key.rfind("//", 0) == 0) continue;
+    if (IsStringKey(key)) {
+      if (!v.is_string()) return BadKey(where, key, "must be a string");
+      WBFS_RETURN_IF_ERROR(SetString(key, v.get<std::string>(), c));
+    } else if (key == "allow_other") {
+      if (!v.is_boolean()) return BadKey(where, key, "must be true or false");
+      c->allow_other = v.get<bool>();
+    } else if (FindTunable(key) != nullptr) {
+      if (!v.is_number_integer()) return BadKey(where, key, "must be an integer");
+      Status st = SetTunable(&c->tunables, key, v.get<int64_t>());
+      if (!st.ok()) return Status::InvalidArgument(where + ": " + st.message());
+    } else {
+      return BadKey(where, key, "unknown key");
+    }
+  }
+  return Status::OK();
+}
+
+Status ApplyOption(const std::string& item, MountConfig* c) {
+  size_t eq = item.find('=');
+  std::string key = item.substr(0, eq);
+  std::string val = eq == std::string::npos ? "" : item.substr(eq + 1);
+  const std::string where = "-o " + item;
+  if (IsStringKey(key)) {
+    if (eq == std::string::npos || val.empty()) return BadKey("-o", key, "needs a value");
+    return SetString(key, val, c);
+  }
+  if (key == "allow_other") {
+    if (eq == std::string::npos || val == "1" || val == "true") c->allow_other = true;
+    else if (val == "0" || val == "false") c->allow_other = false;
+    else return BadKey("-o", key, "must be true or false");
+    return Status::OK();
+  }
+  if (FindTunable(key) != nullptr) {
+    errno = 0;
+    char* end = nullptr;
+    long long n = std::strtoll(val.c_str(), &end, 10);
+    if (val.empty() || *end != '\0' || errno != 0) return BadKey("-o", key, "must be an integer");
+    Status st = SetTunable(&c->tunables, key, n);
+    if (!st.ok()) return Status::InvalidArgument("-o " + st.message());
+    return Status::OK();
+  }
+  return BadKey("-o", key, "unknown key");
+}
+
+Status Validate(const MountConfig& c) {
+  if (c.backing.empty()) return Status::InvalidArgument("no backing file: give --backing or the config key \"backing\"");
+  if (c.cache.empty()) return Status::InvalidArgument("no cache file: give --cache or the config key \"cache\"");
+  if (c.mountpoint.empty()) return Status::InvalidArgument("no mountpoint: give MOUNTPOINT or the config key \"mountpoint\"");
+  if (c.image_name.empty() || c.image_name == "." || c.image_name == ".." ||
+      c.image_name.find('/') != std::string::npos) {
+    return Status::InvalidArgument("image_name: must be a plain file name");
+  }
+  return Status::OK();
+}
+
+}  // namespace wbfs::cli

@@ -1,0 +1,108 @@
+// wbfs: a userspace write-back cache for disk images.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/commands.h"
+
+namespace wbfs::cli {
+
+int Fail(int code, const std::string& message) {
+  std::cerr << "wbfs: " << message << "\n";
+  return code;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  std::string p = path;
+  if (p.empty() || p[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof(cwd)) == nullptr) return path;
+    p = std::string(cwd) + "/" + p;
+  }
+  // Fold "//", "/./" and "/../" lexically.
+  std::vector<std::string> parts;
+  std::stringstream ss(p);
+  std::string part;
+  while (std::getline(ss, part, '/')) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  std::string out;
+  for (const auto& x : parts) out += "/" + x;
+  return out.empty() ? "/" : out;
+}
+
+namespace {
+// Undoes the octal escapes (\040 for a space) of /proc/self/mountinfo.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
+bool IsMountPoint(const std::string& abs_path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string f[5];
+    for (auto& x : f) ls >> x;
+    if (Unescape(f[4]) == abs_path) return true;
+  }
+  return false;
+}
+
+}  // namespace wbfs::cli
+
+namespace {
+
+const char kUsage[] =
+    "usage: wbfs COMMAND [ARGS...]\n"
+    "\n"
+    "A write-back cache for disk images: writes to the image are buffered in RAM,\n"
+    "logged to a cache file (SSD) and written back to the backing file (HDD).\n"
+    "\n"
+    "commands:\n"
+    "  mount    present the cached image in a FUSE mount\n"
+    "  umount   seal the buffer, make the cache durable and unmount\n"
+    "\n"
+    "Run 'wbfs COMMAND --help' for a command's options; see wbfs(8).\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace wbfs::cli;
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return kExitUsage;
+  }
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  if (cmd == "--version") {
+    std::cout << "wbfs 0.1.0 (cache format 1)\n";
+    return kExitOk;
+  }
+  if (cmd == "mount") return CmdMount(args);
+  if (cmd == "umount" || cmd == "unmount") return CmdUmount(args);
+  return Fail(kExitUsage, "unknown command '" + cmd + "'; run 'wbfs --help' for the list");
+}

@@ -1,0 +1,350 @@
+// Low-level libfuse (3.14) server for one image file.
+//
+// Configuration (see shared fuse-perf notes): every open is direct_io (no
+// second page cache, requests arrive as issued) and noflush (close() is not
+// a durability point); splice and the writeback cache are off; max_write is
+// 1 MiB; max_background is raised so asynchronous direct I/O (loop devices,
+// VMs) reaches the engine with a real queue depth. fsync is the flush and
+// never answers ENOSYS (which would make the kernel skip every later one).
+// Every handler ends in exactly one fuse_reply_*; exceptions never unwind
+// into libfuse.
+#define FUSE_USE_VERSION 314
+#include "fuse/frontend.h"
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <vector>
+
+namespace wbfs::fuse {
+namespace {
+
+constexpr fuse_ino_t kImageIno = 2;
+constexpr double kTimeout = 86400.0;  // only wbfs changes anything here
+
+struct Ctx {
+  Engine* engine;
+  const FrontendOptions* opts;
+  uid_t uid;
+  gid_t gid;
+  time_t start;
+};
+
+Ctx* Get(fuse_req_t req) { return static_cast<Ctx*>(fuse_req_userdata(req)); }
+
+void FillAttr(const Ctx* c, fuse_ino_t ino, struct stat* st) {
+  std::memset(st, 0, sizeof(*st));
+  st->st_ino = ino;
+  st->st_uid = c->uid;
+  st->st_gid = c->gid;
+  st->st_atime = st->st_mtime = st->st_ctime = c->start;
+  if (ino == FUSE_ROOT_ID) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+  } else {
+    st->st_mode = S_IFREG | 0600;
+    st->st_nlink = 1;
+    st->st_size = static_cast<off_t>(c->engine->Size());
+    st->st_blksize = 4096;
+    st->st_blocks = st->st_size / 512;
+  }
+}
+
+template <typename F>
+void Guard(fuse_req_t req, F&& f) {
+  try {
+    f();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (...) {
+    fuse_reply_err(req, EIO);
+  }
+}
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  conn->max_write = 1 << 20;
+  conn->max_background = 128;
+  conn->congestion_threshold = 96;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+                  FUSE_CAP_WRITEBACK_CACHE);
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, [&] {
+    Ctx* c = Get(req);
+    if (parent != FUSE_ROOT_ID || c->opts->image_name != name) {
+      fuse_reply_err(req, ENOENT);
+      return;
+    }
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof(e));
+    e.ino = kImageIno;
+    e.attr_timeout = kTimeout;
+    e.entry_timeout = kTimeout;
+    FillAttr(c, kImageIno, &e.attr);
+    fuse_reply_entry(req, &e);
+  });
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guard(req, [&] {
+    if (ino != FUSE_ROOT_ID && ino != kImageIno) {
+      fuse_reply_err(req, ENOENT);
+      return;
+    }
+    struct stat st;
+    FillAttr(Get(req), ino, &st);
+    fuse_reply_attr(req, &st, kTimeout);
+  });
+}
+
+// Size, mode and owner are fixed; times may be "set" (ignored) so that
+// touch and cp -p do not fail.
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  Guard(req, [&] {
+    Ctx* c = Get(req);
+    if ((to_set & FUSE_SET_ATTR_SIZE) &&
+        (ino != kImageIno || static_cast<uint64_t>(attr->st_size) != c->engine->Size())) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    struct stat st;
+    FillAttr(c, ino, &st);
+    fuse_reply_attr(req, &st, kTimeout);
+  });
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guard(req, [&] {
+    if (ino != FUSE_ROOT_ID) {
+      fuse_reply_err(req, ENOTDIR);
+      return;
+    }
+    Ctx* c = Get(req);
+    const char* names[3] = {".", "..", c->opts->image_name.c_str()};
+    const fuse_ino_t inos[3] = {FUSE_ROOT_ID, FUSE_ROOT_ID, kImageIno};
+    std::vector<char> buf(size);
+    size_t used = 0;
+    for (off_t i = off; i < 3; i++) {
+      struct stat st;
+      std::memset(&st, 0, sizeof(st));
+      st.st_ino = inos[i];
+      st.st_mode = i < 2 ? S_IFDIR : S_IFREG;
+      size_t n = fuse_add_direntry(req, buf.data() + used, size - used, names[i], &st, i + 1);
+      if (n > size - used) break;
+      used += n;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    if (ino != kImageIno) {
+      fuse_reply_err(req, EISDIR);
+      return;
+    }
+    if (fi->flags & O_TRUNC) {
+      fuse_reply_err(req, EPERM);
+      return;
+    }
+    fi->direct_io = 1;
+    fi->noflush = 1;
+    fi->keep_cache = 0;
+    fuse_reply_open(req, fi);
+  });
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
+  Guard(req, [&] {
+    Engine* e = Get(req)->engine;
+    uint64_t uoff = static_cast<uint64_t>(off);
+    if (off < 0 || uoff >= e->Size()) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(size, e->Size() - uoff));
+    thread_local std::vector<char> buf;
+    if (buf.size() < n) buf.resize(n);
+    Status st = e->Read(uoff, buf.data(), n);
+    if (!st.ok()) {
+      fuse_reply_err(req, ErrnoFor(st));
+      return;
+    }
+    fuse_reply_buf(req, buf.data(), n);
+  });
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off,
+             fuse_file_info*) {
+  Guard(req, [&] {
+    Engine* e = Get(req)->engine;
+    uint64_t uoff = static_cast<uint64_t>(off);
+    if (off < 0 || (uoff >= e->Size() && size > 0)) {
+      fuse_reply_err(req, ENOSPC);  // the image never grows
+      return;
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(size, e->Size() - uoff));
+    Status st = e->Write(uoff, data, n);
+    if (!st.ok()) {
+      fuse_reply_err(req, ErrnoFor(st));
+      return;
+    }
+    fuse_reply_write(req, n);
+  });
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  Guard(req, [&] {
+    if (ino != kImageIno) {
+      fuse_reply_err(req, 0);
+      return;
+    }
+    fuse_reply_err(req, ErrnoFor(Get(req)->engine->Flush()));
+  });
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void OpFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OpFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) {
+  // Discard is not implemented yet; EOPNOTSUPP (not ENOSYS) keeps the
+  // kernel asking, and makes mkfs skip its discard pass.
+  fuse_reply_err(req, EOPNOTSUPP);
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  Guard(req, [&] {
+    struct statvfs sv;
+    std::memset(&sv, 0, sizeof(sv));
+    sv.f_bsize = 4096;
+    sv.f_frsize = 4096;
+    sv.f_blocks = Get(req)->engine->Size() / 4096;
+    sv.f_files = 2;
+    sv.f_namemax = 255;
+    fuse_reply_statfs(req, &sv);
+  });
+}
+
+void DenyEntry(fuse_req_t req) { fuse_reply_err(req, EPERM); }
+void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { DenyEntry(req); }
+void OpMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { DenyEntry(req); }
+void OpUnlink(fuse_req_t req, fuse_ino_t, const char*) { DenyEntry(req); }
+void OpRmdir(fuse_req_t req, fuse_ino_t, const char*) { DenyEntry(req); }
+void OpSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { DenyEntry(req); }
+void OpRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  DenyEntry(req);
+}
+void OpLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { DenyEntry(req); }
+void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { DenyEntry(req); }
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.getattr = OpGetattr;
+  ops.setattr = OpSetattr;
+  ops.readdir = OpReaddir;
+  ops.open = OpOpen;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.fsync = OpFsync;
+  ops.flush = OpFlush;
+  ops.release = OpRelease;
+  ops.fsyncdir = OpFsyncdir;
+  ops.fallocate = OpFallocate;
+  ops.statfs = OpStatfs;
+  ops.mknod = OpMknod;
+  ops.mkdir = OpMkdir;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpRmdir;
+  ops.symlink = OpSymlink;
+  ops.rename = OpRename;
+  ops.link = OpLink;
+  ops.create = OpCreate;
+  return ops;
+}
+
+// Mount options take commas as separators: keep fsname readable but safe.
+std::string OptionValue(std::string s) {
+  for (char& ch : s) {
+    if (ch == ',' || ch == '\\' || ch == ' ') ch = '_';
+  }
+  return s;
+}
+
+Ctx g_ctx;
+
+}  // namespace
+
+int ErrnoFor(const Status& st) {
+  switch (st.code()) {
+    case Status::Code::kOk:
+      return 0;
+    case Status::Code::kOutOfRange:
+      return ENOSPC;
+    case Status::Code::kNotPermitted:
+      return EPERM;
+    case Status::Code::kInvalidArgument:
+      return EINVAL;
+    case Status::Code::kIOError:
+      return (st.err() == ENOSPC || st.err() == EROFS) ? st.err() : EIO;
+    default:
+      return EIO;
+  }
+}
+
+Frontend::Frontend(Engine* engine, FrontendOptions opts) : engine_(engine), opts_(std::move(opts)) {}
+
+Frontend::~Frontend() {
+  if (se_ != nullptr) {
+    if (mounted_) fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+  }
+}
+
+Status Frontend::Mount() {
+  g_ctx = Ctx{engine_, &opts_, ::getuid(), ::getgid(), ::time(nullptr)};
+  std::string o = "default_permissions,fsname=" + OptionValue(opts_.fsname) + ",subtype=wbfs";
+  if (opts_.allow_other) o += ",allow_other";
+  const char* argv[] = {"wbfs", "-o", o.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  static const fuse_lowlevel_ops ops = MakeOps();
+  se_ = fuse_session_new(&args, &ops, sizeof(ops), &g_ctx);
+  if (se_ == nullptr) return Status::IOError("cannot create the FUSE session", EIO);
+  if (fuse_session_mount(se_, opts_.mountpoint.c_str()) != 0) {
+    return Status::IOError("cannot mount on " + opts_.mountpoint +
+                           " (is /dev/fuse available, and may this user mount?)",
+                           EIO);
+  }
+  mounted_ = true;
+  return Status::OK();
+}
+
+Status Frontend::Run() {
+  if (fuse_set_signal_handlers(se_) != 0) return Status::IOError("cannot set signal handlers", EIO);
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, opts_.max_threads);
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  int r = fuse_session_loop_mt(se_, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  fuse_remove_signal_handlers(se_);
+  fuse_session_unmount(se_);
+  mounted_ = false;
+  if (r < 0) return Status::IOError("the FUSE session failed", -r);
+  return Status::OK();
+}
+
+}  // namespace wbfs::fuse

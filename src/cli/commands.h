@@ -1,0 +1,29 @@
+// Subcommands of the wbfs binary. Each returns the process exit code:
+// 0 success, 2 bad usage or configuration, 1 any other failure.
+#ifndef WBFS_CLI_COMMANDS_H_
+#define WBFS_CLI_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "wbfs/status.h"
+
+namespace wbfs::cli {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+int CmdMount(const std::vector<std::string>& args);
+int CmdUmount(const std::vector<std::string>& args);
+
+// Prints "wbfs: <message>" to stderr and returns `code`.
+int Fail(int code, const std::string& message);
+
+// Helpers shared by commands.
+std::string AbsolutePath(const std::string& path);  // lexical, no symlinks
+bool IsMountPoint(const std::string& abs_path);
+
+}  // namespace wbfs::cli
+
+#endif  // WBFS_CLI_COMMANDS_H_

@@ -1,0 +1,36 @@
+// The mount configuration: JSON file, -o KEY=VALUE and command-line flags,
+// in that order of precedence (later wins). One table of keys serves all
+// three, so every key is spelled and range-checked the same way.
+#ifndef WBFS_CLI_CONFIG_H_
+#define WBFS_CLI_CONFIG_H_
+
+#include <string>
+
+#include "wbfs/status.h"
+#include "wbfs/tunables.h"
+
+namespace wbfs::cli {
+
+struct MountConfig {
+  std::string backing;
+  std::string cache;
+  std::string mountpoint;
+  std::string image_name = "image";
+  bool allow_other = false;
+  Tunables tunables;
+};
+
+// Reads a JSON config file. InvalidArgument naming the file and the key for
+// an unknown key, a value of the wrong type or out of range, or bad JSON.
+// Keys starting with "//" are comments and ignored.
+Status LoadConfigFile(const std::string& path, MountConfig* c);
+
+// Applies one -o item, "KEY=VALUE" (or "allow_other" alone).
+Status ApplyOption(const std::string& item, MountConfig* c);
+
+// Checks what the file, -o and flags cannot check one by one.
+Status Validate(const MountConfig& c);
+
+}  // namespace wbfs::cli
+
+#endif  // WBFS_CLI_CONFIG_H_
