@@ -58,6 +58,7 @@ struct EngineStats {
   uint64_t nr_cache_syncs = 0;
   uint64_t replayed_chunks = 0;   // at open
   uint64_t dropped_chunks = 0;    // torn tail dropped at open
+  Tunables tunables;
   bool formatted = false;         // the cache was formatted at open
   bool failed = false;
   std::string error;              // why, when failed

@@ -70,6 +70,9 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["user_bytes_written"] = s.user_bytes_written;
   j["cache_bytes_written"] = s.cache_bytes_written;
   j["backing_bytes_written"] = s.backing_bytes_written;
+  nlohmann::json tun;
+  for (const auto& d : kTunableDefs) tun[d.key] = s.tunables.*(d.field);
+  j["tunables"] = tun;
   j["replayed_chunks"] = s.replayed_chunks;
   j["dropped_chunks"] = s.dropped_chunks;
   j["formatted"] = s.formatted;

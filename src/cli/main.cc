@@ -81,6 +81,7 @@ const char kUsage[] =
     "commands:\n"
     "  mount    present the cached image in a FUSE mount\n"
     "  umount   seal the buffer, make the cache durable and unmount\n"
+    "  status   show a mounted cache's state and counters\n"
     "\n"
     "Run 'wbfs COMMAND --help' for a command's options; see wbfs(8).\n";
 
@@ -104,5 +105,6 @@ int main(int argc, char** argv) {
   }
   if (cmd == "mount") return CmdMount(args);
   if (cmd == "umount" || cmd == "unmount") return CmdUmount(args);
+  if (cmd == "status") return CmdStatus(args);
   return Fail(kExitUsage, "unknown command '" + cmd + "'; run 'wbfs --help' for the list");
 }

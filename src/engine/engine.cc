@@ -950,6 +950,7 @@ EngineStats EngineImpl::Stats() const {
   s.last_flushed_id = flushed_seg_id_;
   s.last_writeback_id = last_writeback_id_;
   s.nr_dirty_cache_blocks = nr_dirty_;
+  s.tunables = opts_.tunables;
   s.failed = failed_;
   s.error = error_;
   return s;

@@ -1,0 +1,101 @@
+// wbfs status: asks the daemon over the control socket.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "ctl/ctl.h"
+
+namespace wbfs::cli {
+namespace {
+
+std::string Bytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace
+
+int CmdStatus(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs status MOUNTPOINT [--json]\n"
+      "\n"
+      "Shows the state of a mounted cache: log ids, dirty blocks, bytes written\n"
+      "and the 16 dm-writeboost counters. --json prints one JSON object.\n";
+  bool json = false;
+  std::string mp;
+  for (const auto& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return kExitOk;
+    }
+    if (a == "--json") json = true;
+    else if (!a.empty() && a[0] == '-') return Fail(kExitUsage, "status: unknown option " + a);
+    else if (mp.empty()) mp = a;
+    else return Fail(kExitUsage, "status: give one MOUNTPOINT");
+  }
+  if (mp.empty()) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  char buf[PATH_MAX];
+  mp = ::realpath(mp.c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(mp);
+  ctl::Client client;
+  Status st = client.Connect(mp);
+  if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");
+  auto reply = client.Call("status");
+  if (!reply.ok()) return Fail(kExitFailure, reply.status().message());
+  if (json) {
+    std::cout << reply.value() << "\n";
+    return kExitOk;
+  }
+  nlohmann::json j = nlohmann::json::parse(reply.value());
+  auto row = [](const std::string& k, const std::string& v) {
+    std::printf("%-24s %s\n", k.c_str(), v.c_str());
+  };
+  auto n = [&](const char* k) { return std::to_string(j[k].get<uint64_t>()); };
+  row("mountpoint", j["mountpoint"].get<std::string>());
+  row("daemon pid", std::to_string(j["pid"].get<int64_t>()));
+  row("backing", j["backing"].get<std::string>());
+  row("cache", j["cache"].get<std::string>());
+  row("state", j["failed"].get<bool>() ? "FAILED: " + j["error"].get<std::string>() : "ok");
+  row("image size", Bytes(j["image_size"].get<uint64_t>()));
+  row("segments", n("nr_segments") + " x " + Bytes(j["segment_size"].get<uint64_t>()));
+  row("cache blocks", n("nr_cache_blocks"));
+  row("dirty blocks", n("nr_dirty_cache_blocks") + " (" +
+                          Bytes(j["nr_dirty_cache_blocks"].get<uint64_t>() * 4096) + ")");
+  row("current id", n("current_id"));
+  row("last flushed id", n("last_flushed_id"));
+  row("last writeback id", n("last_writeback_id"));
+  row("partial flushes", n("nr_partial_flushed"));
+  row("written by users", Bytes(j["user_bytes_written"].get<uint64_t>()));
+  row("written to cache", Bytes(j["cache_bytes_written"].get<uint64_t>()));
+  row("written to backing", Bytes(j["backing_bytes_written"].get<uint64_t>()));
+  std::printf("\ncounters (per 4 KiB piece)       hit-buffer  hit-cache   miss\n");
+  for (const char* op : {"write", "read"}) {
+    for (const char* size : {"full", "partial"}) {
+      auto c = [&](const char* what) {
+        return j["stat"][std::string(op) + "_" + what + "_" + size].get<uint64_t>();
+      };
+      std::printf("  %-5s %-7s %21llu %10llu %10llu\n", op, size,
+                  static_cast<unsigned long long>(c("hit_buffer")),
+                  static_cast<unsigned long long>(c("hit_cache")),
+                  static_cast<unsigned long long>(c("miss_cache")));
+    }
+  }
+  std::printf("\ntunables\n");
+  for (auto& [k, v] : j["tunables"].items()) std::printf("  %-26s %lld\n", k.c_str(), static_cast<long long>(v.get<int64_t>()));
+  return kExitOk;
+}
+
+}  // namespace wbfs::cli
