@@ -14,6 +14,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,6 +34,9 @@ struct EngineOptions {
   uint32_t sync_every_segments = 8;
   // Open-time only: refuse a blank cache instead of formatting it.
   bool format_blank_cache = true;
+  // Where the engine reports errors and recoveries (once per episode, not
+  // per retry). Called with the engine's lock held: must not call back.
+  std::function<void(const std::string&)> log;
 };
 
 // The 16 counters of dm-writeboost, index = write*8 + hit*4 + buffer*2 + full,

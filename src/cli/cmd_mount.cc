@@ -107,6 +107,7 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   }
   EngineOptions eo;
   eo.tunables = c.tunables;
+  eo.log = [](const std::string& m) { Log(LOG_ERR, m); };
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()));
   if (!engine.ok()) {
     std::string msg = engine.status().message();

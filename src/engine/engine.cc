@@ -194,6 +194,9 @@ class EngineImpl final : public Engine {
   // durable. REQUIRES: mu_ not held.
   Status SyncTo(uint64_t seq);
   void SetFailedLocked(const Status& st);
+  void Log(const std::string& msg) {
+    if (opts_.log) opts_.log(msg);
+  }
   void FlusherMain();
 
   const EngineOptions opts_;
@@ -221,6 +224,8 @@ class EngineImpl final : public Engine {
   uint32_t chunk_n_ = 0;
   bool acquiring_ = false;
   bool wb_running_ = false;
+  bool wb_failing_ = false;  // the last writeback failed (logged once)
+  std::atomic<bool> read_failing_{false};
 
   uint64_t last_seg_id_ = 0;
   uint64_t last_writeback_id_ = 0;
@@ -389,6 +394,13 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       result = st;
       break;
     }
+  }
+  // Read errors go to the caller; the log hears of each episode once.
+  if (!result.ok() && !read_failing_.exchange(true)) {
+    Log("read failed: " + result.message() + "; the read returns EIO");
+  } else if (result.ok() && read_failing_.load(std::memory_order_relaxed) &&
+             read_failing_.exchange(false)) {
+    Log("reads work again");
   }
   if (!pinned.empty()) {
     Lock lk(mu_);
@@ -738,6 +750,8 @@ void EngineImpl::SetFailedLocked(const Status& st) {
   if (!failed_) {
     failed_ = true;
     error_ = st.message();
+    Log("cache failed: " + st.message() + "; writes and flushes now fail with EIO, reads go on; "
+        "unmount and check the cache device");
   }
   cv_.notify_all();
 }
@@ -844,7 +858,19 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current) {
   for (const Range& r : ranges) segs_[r.ring].pins--;
   wb_running_ = false;
   cv_.notify_all();
-  if (!st.ok()) return st.WithContext("writeback");
+  if (!st.ok()) {
+    // The blocks stay dirty in the cache; the next writeback retries them.
+    if (!wb_failing_) {
+      wb_failing_ = true;
+      Log("writeback failed: " + st.message() + "; the dirty blocks stay in the cache and "
+          "writeback is retried");
+    }
+    return st.WithContext("writeback");
+  }
+  if (wb_failing_) {
+    wb_failing_ = false;
+    Log("writeback works again");
+  }
   st_.backing_bytes_written += written;
   for (const Item& it : items) {
     uint64_t w = slots_[it.slot];

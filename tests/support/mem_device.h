@@ -4,7 +4,12 @@
 // pending until Sync(); `durable` is the image as of the last sync. A
 // crash (Crash()) builds a new durable image from `durable` plus any
 // subset of the pending writes, each possibly torn at a 512-byte boundary.
-// Faults: fail the n-th write or sync from now on.
+//
+// Faults, per disk: fail the n-th read, write or sync from now on (EIO),
+// or let a write land only partly before it fails (a short write). A
+// PowerPlan shared by several disks cuts the power for all of them at the
+// n-th write or sync counted across them: from then on they change nothing
+// and every call fails, as if the machine had stopped mid-operation.
 #ifndef WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 #define WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 
@@ -20,8 +25,35 @@
 
 namespace wbfs::test {
 
+struct PowerPlan {
+  std::mutex mu;
+  int64_t ops_left = -1;  // writes and syncs until the cut; -1: never
+  bool cut = false;
+  // Counts one mutating op; true when the power is (now) off.
+  bool Tick() {
+    std::lock_guard<std::mutex> l(mu);
+    if (cut) return true;
+    if (ops_left == 0) {
+      cut = true;
+      return true;
+    }
+    if (ops_left > 0) ops_left--;
+    return false;
+  }
+  bool IsCut() {
+    std::lock_guard<std::mutex> l(mu);
+    return cut;
+  }
+  void Restore() {
+    std::lock_guard<std::mutex> l(mu);
+    cut = false;
+    ops_left = -1;
+  }
+};
+
 struct MemDisk {
-  explicit MemDisk(size_t size, std::string n = "mem") : data(size, 0), durable(size, 0), name(std::move(n)) {}
+  explicit MemDisk(size_t size, std::string n = "mem")
+      : data(size, 0), durable(size, 0), name(std::move(n)) {}
 
   struct Pending {
     uint64_t off;
@@ -33,37 +65,45 @@ struct MemDisk {
   std::vector<uint8_t> durable;
   std::vector<Pending> pending;
   std::string name;
-  uint64_t writes = 0, syncs = 0, bytes_written = 0;
-  int64_t fail_write_after = -1;  // fail once this many more writes succeeded
+  uint64_t reads = 0, writes = 0, syncs = 0, bytes_written = 0;
+  // Fail once this many more calls succeeded (-1: never). A failure is
+  // sticky for writes and syncs until reset, one-shot for reads.
+  int64_t fail_read_after = -1;
+  int64_t fail_write_after = -1;
   int64_t fail_sync_after = -1;
-  bool fail_reads = false;
+  bool short_writes = false;  // a failing write first lands its first half
+  bool fail_reads = false;    // every read fails
   // After a simulated crash the old engine must not touch the disk any
   // more: writes and syncs fail and change nothing until Crash()/KeepAll().
   bool frozen = false;
+  std::shared_ptr<PowerPlan> power;
 
   // The image after a power cut: durable plus a random subset of the
   // pending writes, some torn at sector boundaries. Resets pending.
   void Crash(std::mt19937_64& rng) {
     std::lock_guard<std::mutex> l(mu);
-    std::vector<uint8_t> img = durable;
     for (const Pending& p : pending) {
-      unsigned r = rng() % 4;
+      unsigned r = static_cast<unsigned>(rng() % 4);
       if (r == 0) continue;  // lost
       size_t n = p.bytes.size();
       if (r == 1 && n > 512) n = (rng() % (n / 512)) * 512;  // torn
-      std::memcpy(img.data() + p.off, p.bytes.data(), n);
+      std::memcpy(durable.data() + p.off, p.bytes.data(), n);
     }
-    data = img;
-    durable = img;
+    data = durable;
     pending.clear();
     frozen = false;
   }
   // Everything written is kept (a process crash, not a power cut).
   void KeepAll() {
     std::lock_guard<std::mutex> l(mu);
-    durable = data;
+    for (const auto& p : pending) std::memcpy(durable.data() + p.off, p.bytes.data(), p.bytes.size());
     pending.clear();
     frozen = false;
+  }
+  void ClearFaults() {
+    std::lock_guard<std::mutex> l(mu);
+    fail_read_after = fail_write_after = fail_sync_after = -1;
+    short_writes = fail_reads = false;
   }
 };
 
@@ -72,20 +112,30 @@ class MemDevice final : public Device {
   explicit MemDevice(std::shared_ptr<MemDisk> d) : d_(std::move(d)) {}
   Status ReadAt(uint64_t off, void* buf, size_t len) override {
     std::lock_guard<std::mutex> l(d_->mu);
+    if (d_->power && d_->power->IsCut()) return Status::IOError(d_->name + ": power cut", EIO);
     if (d_->fail_reads) return Status::IOError(d_->name + ": injected read error", EIO);
+    if (d_->fail_read_after == 0) {
+      d_->fail_read_after = -1;
+      return Status::IOError(d_->name + ": injected read error", EIO);
+    }
+    if (d_->fail_read_after > 0) d_->fail_read_after--;
     if (off + len > d_->data.size()) return Status::IOError(d_->name + ": read beyond end", EIO);
     std::memcpy(buf, d_->data.data() + off, len);
+    d_->reads++;
     return Status::OK();
   }
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
     std::lock_guard<std::mutex> l(d_->mu);
     if (d_->frozen) return Status::IOError(d_->name + ": frozen", EIO);
-    if (d_->fail_write_after == 0) return Status::IOError(d_->name + ": injected write error", EIO);
-    if (d_->fail_write_after > 0) d_->fail_write_after--;
+    if (d_->power && d_->power->Tick()) return Status::IOError(d_->name + ": power cut", EIO);
     if (off + len > d_->data.size()) return Status::IOError(d_->name + ": write beyond end", EIO);
-    std::memcpy(d_->data.data() + off, buf, len);
     const auto* p = static_cast<const uint8_t*>(buf);
-    d_->pending.push_back({off, std::vector<uint8_t>(p, p + len)});
+    if (d_->fail_write_after == 0) {
+      if (d_->short_writes && len >= 1024) Land(off, p, len / 1024 * 512);
+      return Status::IOError(d_->name + ": injected write error", EIO);
+    }
+    if (d_->fail_write_after > 0) d_->fail_write_after--;
+    Land(off, p, len);
     d_->writes++;
     d_->bytes_written += len;
     return Status::OK();
@@ -93,9 +143,12 @@ class MemDevice final : public Device {
   Status Sync() override {
     std::lock_guard<std::mutex> l(d_->mu);
     if (d_->frozen) return Status::IOError(d_->name + ": frozen", EIO);
+    if (d_->power && d_->power->Tick()) return Status::IOError(d_->name + ": power cut", EIO);
     if (d_->fail_sync_after == 0) return Status::IOError(d_->name + ": injected sync error", EIO);
     if (d_->fail_sync_after > 0) d_->fail_sync_after--;
-    d_->durable = d_->data;
+    for (const auto& p : d_->pending) {
+      std::memcpy(d_->durable.data() + p.off, p.bytes.data(), p.bytes.size());
+    }
     d_->pending.clear();
     d_->syncs++;
     return Status::OK();
@@ -108,6 +161,10 @@ class MemDevice final : public Device {
   std::string Name() const override { return d_->name; }
 
  private:
+  void Land(uint64_t off, const uint8_t* p, size_t len) {
+    std::memcpy(d_->data.data() + off, p, len);
+    d_->pending.push_back({off, std::vector<uint8_t>(p, p + len)});
+  }
   std::shared_ptr<MemDisk> d_;
 };
 

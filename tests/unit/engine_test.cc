@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/crash_model.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -236,42 +237,6 @@ TEST_CASE("a process crash keeps every flushed write") {
   r.CheckRange(0, 100000);
 }
 
-namespace {
-
-// The crash model: per 512-byte sector, the value it must hold after a
-// crash is its value at the last completed Flush(), or any value written
-// to it since.
-struct CrashModel {
-  std::vector<uint8_t> durable;
-  std::map<uint64_t, std::vector<std::vector<uint8_t>>> since;  // sector -> values
-
-  explicit CrashModel(size_t size) : durable(size, 0) {}
-  void Wrote(const std::vector<uint8_t>& image, uint64_t off, size_t len) {
-    for (uint64_t s = off / 512; s * 512 < off + len; s++) {
-      since[s].emplace_back(image.begin() + s * 512, image.begin() + (s + 1) * 512);
-    }
-  }
-  void Flushed(const std::vector<uint8_t>& image) {
-    durable = image;
-    since.clear();
-  }
-  // Returns the first sector that holds an impossible value, or -1.
-  int64_t Check(const std::vector<uint8_t>& got) const {
-    for (uint64_t s = 0; s < durable.size() / 512; s++) {
-      const uint8_t* g = got.data() + s * 512;
-      if (std::memcmp(g, durable.data() + s * 512, 512) == 0) continue;
-      auto it = since.find(s);
-      bool ok = false;
-      if (it != since.end()) {
-        for (const auto& v : it->second) ok = ok || std::memcmp(g, v.data(), 512) == 0;
-      }
-      if (!ok) return int64_t(s);
-    }
-    return -1;
-  }
-};
-
-}  // namespace
 
 TEST_CASE("power cuts: flushed writes survive, nothing stale comes back") {
   // Torn and partly persisted writes at every crash, several crashes in a
@@ -283,7 +248,7 @@ TEST_CASE("power cuts: flushed writes survive, nothing stale comes back") {
     r.opts.sync_every_segments = 1 + seed % 3;
     r.rng.seed(seed);
     std::mt19937_64 g(seed * 1000);
-    CrashModel m(r.model.size());
+    CrashModel m(r.model);
     r.Open();
     for (int round = 0; round < 12; round++) {
       int ops = 1 + int(g() % 400);
