@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,10 +42,15 @@ void Pattern(uint64_t seed, uint64_t block, uint8_t* out) {
   }
 }
 
-uint8_t* Aligned(size_t n) {
+struct Free {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<uint8_t, Free>;
+
+Buffer Aligned(size_t n) {
   void* p = nullptr;
   if (posix_memalign(&p, 4096, n + 4096) != 0) std::abort();
-  return static_cast<uint8_t*>(p);
+  return Buffer(static_cast<uint8_t*>(p));
 }
 
 bool PRead(int fd, uint8_t* p, size_t n, uint64_t off) {
@@ -79,7 +85,8 @@ int Random(const std::string& file, uint64_t seed, long ops, size_t maxlen, size
   fstat(fd, &st);
   const size_t size = static_cast<size_t>(st.st_size);
   std::vector<uint8_t> model(size);
-  uint8_t* buf = Aligned(size > maxlen ? size : maxlen);
+  Buffer owner = Aligned(size > maxlen ? size : maxlen);
+  uint8_t* buf = owner.get();
   if (!PRead(fd, buf, size, 0)) return Die("initial read failed: " + std::string(std::strerror(errno)));
   std::memcpy(model.data(), buf, size);
   std::mt19937_64 g(seed);
