@@ -28,6 +28,13 @@ class Device {
   virtual uint64_t Size() const = 0;
   // For messages: the path, or a test's name.
   virtual std::string Name() const = 0;
+  // Milliseconds the underlying disk has been busy, cumulative: its
+  // io_ticks (as the kernel reports them) where the device sits on a block
+  // device, otherwise the time spent in this Device's own calls. The
+  // writeback modulator turns it into a utilisation.
+  virtual uint64_t BusyMillis() const { return 0; }
+  // Where BusyMillis comes from, for status.
+  virtual std::string BusySource() const { return "none"; }
 };
 
 struct DeviceOptions {

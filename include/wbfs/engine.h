@@ -32,6 +32,14 @@ struct EngineOptions {
   // The flusher syncs the cache after this many full segments even when
   // nobody calls Flush(), which bounds what replay must checksum.
   uint32_t sync_every_segments = 8;
+  // Start the background thread (writeback policy, sync_data_interval,
+  // update_sb_record_interval). Tests that drive writeback by hand turn
+  // it off.
+  bool background = true;
+  // false: no threads at all; the caller that cuts a chunk writes it. Every
+  // device call then happens in a fixed order (the crash simulation's
+  // seeds replay exactly).
+  bool threads = true;
   // Open-time only: refuse a blank cache instead of formatting it.
   bool format_blank_cache = true;
   // Where the engine reports errors and recoveries (once per episode, not
@@ -54,12 +62,19 @@ struct EngineStats {
   uint64_t last_writeback_id = 0; // newest segment fully written back
   uint64_t nr_dirty_cache_blocks = 0;
   uint64_t nr_partial_flushed = 0;  // chunks cut early by a flush
+  uint64_t nr_writeback_waits = 0;  // writes that waited for writeback (log full)
   std::array<uint64_t, 16> stat{};
   uint64_t user_bytes_written = 0;
   uint64_t cache_bytes_written = 0;   // chunks (headers + data) and records
   uint64_t backing_bytes_written = 0; // writeback
   uint64_t nr_chunks_written = 0;
   uint64_t nr_cache_syncs = 0;
+  uint64_t nr_cached_blocks = 0;  // valid blocks, clean or dirty
+  uint64_t nr_cur_batched_writeback = 0;
+  int64_t backing_utilization = -1;  // % over the last second; -1 before the first sample
+  std::string utilization_source;
+  bool dropping_caches = false;   // a drop_caches is writing everything back
+  bool writeback_failing = false;
   uint64_t replayed_chunks = 0;   // at open
   uint64_t dropped_chunks = 0;    // torn tail dropped at open
   Tunables tunables;
@@ -85,6 +100,15 @@ class Engine {
   virtual Status Flush() = 0;
   // Writes every dirty block back to the backing device and syncs it.
   virtual Status WritebackAll() = 0;
+  // Writes back the `n` oldest sealed segments that are not yet (one batch).
+  virtual Status WritebackOldest(uint64_t n) = 0;
+  // dm-writeboost's drop_caches: the background thread writes everything
+  // back until no dirty block remains; watch nr_dirty_cache_blocks.
+  virtual void StartDropCaches() = 0;
+  // Sets an online tunable; InvalidArgument naming the key otherwise.
+  virtual Status SetTunable(const std::string& key, int64_t value) = 0;
+  // Zeroes the 16 counters and nr_partial_flushed.
+  virtual void ClearStats() = 0;
   // Seals the buffer, makes the cache durable and records the superblock.
   // Further calls fail. Also done by the destructor if not called.
   virtual Status Close() = 0;

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/config.h"
@@ -64,6 +65,13 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["last_writeback_id"] = s.last_writeback_id;
   j["nr_dirty_cache_blocks"] = s.nr_dirty_cache_blocks;
   j["nr_partial_flushed"] = s.nr_partial_flushed;
+  j["nr_cached_blocks"] = s.nr_cached_blocks;
+  j["nr_cur_batched_writeback"] = s.nr_cur_batched_writeback;
+  j["nr_writeback_waits"] = s.nr_writeback_waits;
+  j["backing_utilization"] = s.backing_utilization;
+  j["utilization_source"] = s.utilization_source;
+  j["dropping_caches"] = s.dropping_caches;
+  j["writeback_failing"] = s.writeback_failing;
   nlohmann::json stat;
   for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];
   j["stat"] = stat;
@@ -79,6 +87,35 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["failed"] = s.failed;
   if (s.failed) j["error"] = s.error;
   return j.dump();
+}
+
+// One control request (see src/ctl/ctl.h): "status", "pid",
+// "set KEY VALUE", "clear_stat", "drop_caches".
+std::string HandleRequest(Engine* e, const MountConfig& c, const std::string& req) {
+  using nlohmann::json;
+  std::istringstream in(req);
+  std::string verb;
+  in >> verb;
+  if (verb == "status") return StatsJson(e->Stats(), c);
+  if (verb == "pid") return json{{"pid", ::getpid()}}.dump();
+  if (verb == "clear_stat") {
+    e->ClearStats();
+    return json{{"ok", true}}.dump();
+  }
+  if (verb == "drop_caches") {
+    e->StartDropCaches();
+    return json{{"ok", true}}.dump();
+  }
+  if (verb == "set") {
+    std::string key;
+    int64_t value = 0;
+    if (!(in >> key >> value)) return json{{"error", "set needs KEY VALUE"}}.dump();
+    Status st = e->SetTunable(key, value);
+    if (!st.ok()) return json{{"error", st.message()}}.dump();
+    Log(LOG_INFO, "tunable " + key + " set to " + std::to_string(value));
+    return json{{"ok", true}}.dump();
+  }
+  return json{{"error", "unknown request '" + verb + "'"}}.dump();
 }
 
 // Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
@@ -121,9 +158,7 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   Engine* e = engine.value().get();
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
-    if (req == "status") return StatsJson(e->Stats(), c);
-    if (req == "pid") return nlohmann::json{{"pid", ::getpid()}}.dump();
-    return nlohmann::json{{"error", "unknown request"}}.dump();
+    return HandleRequest(e, c, req);
   });
   if (!st.ok()) {
     Report(ready_fd, kExitFailure, st.message());

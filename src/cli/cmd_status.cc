@@ -71,13 +71,27 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("state", j["failed"].get<bool>() ? "FAILED: " + j["error"].get<std::string>() : "ok");
   row("image size", Bytes(j["image_size"].get<uint64_t>()));
   row("segments", n("nr_segments") + " x " + Bytes(j["segment_size"].get<uint64_t>()));
-  row("cache blocks", n("nr_cache_blocks"));
+  const uint64_t cache_blocks = j["nr_cache_blocks"].get<uint64_t>();
+  auto pct = [&](const char* k) {
+    return std::to_string(cache_blocks ? j[k].get<uint64_t>() * 100 / cache_blocks : 0) + "%";
+  };
+  row("cache blocks", n("nr_cache_blocks") + " (" + Bytes(cache_blocks * 4096) + ")");
+  row("cached blocks", n("nr_cached_blocks") + " (" + pct("nr_cached_blocks") + " of the cache)");
   row("dirty blocks", n("nr_dirty_cache_blocks") + " (" +
-                          Bytes(j["nr_dirty_cache_blocks"].get<uint64_t>() * 4096) + ")");
+                          Bytes(j["nr_dirty_cache_blocks"].get<uint64_t>() * 4096) + ", " +
+                          pct("nr_dirty_cache_blocks") + ")");
   row("current id", n("current_id"));
   row("last flushed id", n("last_flushed_id"));
   row("last writeback id", n("last_writeback_id"));
   row("partial flushes", n("nr_partial_flushed"));
+  const int64_t util = j["backing_utilization"].get<int64_t>();
+  row("backing utilization", (util < 0 ? std::string("not sampled yet") : std::to_string(util) + "%") +
+                                 " (" + j["utilization_source"].get<std::string>() + ")");
+  std::string wb = "batch " + n("nr_cur_batched_writeback");
+  if (j["dropping_caches"].get<bool>()) wb += ", drop_caches in progress";
+  if (j["writeback_failing"].get<bool>()) wb += ", FAILING (retrying; see the log)";
+  row("writeback", wb);
+  row("writes that waited", n("nr_writeback_waits") + " (log full)");
   row("written by users", Bytes(j["user_bytes_written"].get<uint64_t>()));
   row("written to cache", Bytes(j["cache_bytes_written"].get<uint64_t>()));
   row("written to backing", Bytes(j["backing_bytes_written"].get<uint64_t>()));

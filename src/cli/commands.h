@@ -17,6 +17,7 @@ constexpr int kExitUsage = 2;
 int CmdMount(const std::vector<std::string>& args);
 int CmdUmount(const std::vector<std::string>& args);
 int CmdStatus(const std::vector<std::string>& args);
+int CmdMessage(const std::vector<std::string>& args);
 
 // Prints "wbfs: <message>" to stderr and returns `code`.
 int Fail(int code, const std::string& message);

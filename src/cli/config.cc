@@ -95,8 +95,7 @@ Status Validate(const MountConfig& c) {
   if (c.mountpoint.empty()) return Status::InvalidArgument("no mountpoint: give MOUNTPOINT or the config key \"mountpoint\"");
   // Accepted keys whose machinery is not built yet: refuse anything but the
   // default rather than pretend (README, "Status of the tunables").
-  for (const char* key : {"writeback_threshold", "update_sb_record_interval", "sync_data_interval",
-                          "read_cache_threshold", "write_around_mode"}) {
+  for (const char* key : {"read_cache_threshold", "write_around_mode"}) {
     const TunableDef* d = FindTunable(key);
     if (c.tunables.*(d->field) != d->def) {
       return Status::InvalidArgument(std::string(key) + ": not supported yet by this wbfs; only " +

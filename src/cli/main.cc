@@ -82,6 +82,7 @@ const char kUsage[] =
     "  mount    present the cached image in a FUSE mount\n"
     "  umount   seal the buffer, make the cache durable and unmount\n"
     "  status   show a mounted cache's state and counters\n"
+    "  message  set a tunable online, clear_stat, or drop_caches\n"
     "\n"
     "Run 'wbfs COMMAND --help' for a command's options; see wbfs(8).\n";
 
@@ -106,5 +107,6 @@ int main(int argc, char** argv) {
   if (cmd == "mount") return CmdMount(args);
   if (cmd == "umount" || cmd == "unmount") return CmdUmount(args);
   if (cmd == "status") return CmdStatus(args);
+  if (cmd == "message") return CmdMessage(args);
   return Fail(kExitUsage, "unknown command '" + cmd + "'; run 'wbfs --help' for the list");
 }

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -134,6 +135,7 @@ class EngineImpl final : public Engine {
     pool_.Reset(size_t{nbuf} * format::kSegmentSize);
     for (uint32_t i = 0; i < nbuf; i++) free_bufs_.push_back(pool_.data() + size_t{i} * format::kSegmentSize);
     epoch_ = RandomU64();
+    tun_ = opts.tunables;
   }
 
   ~EngineImpl() override { (void)Close(); }
@@ -188,7 +190,25 @@ class EngineImpl final : public Engine {
   Status WaitFlushedLocked(Lock& lk, uint64_t seq);
   // Writes back sealed segments up to `upto` (a batch at a time), and with
   // `current` also the flushed blocks of the current segment.
-  Status WritebackLocked(Lock& lk, uint64_t upto, bool current);
+  Status WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch);
+  // dm-writeboost's adaptive batch: it shrinks as the log fills, so that a
+  // writer waiting for room never waits for a long batch.
+  uint64_t BatchLocked() const {
+    uint64_t used = last_seg_id_ - last_writeback_id_;
+    uint64_t free = used >= nr_segments_ ? 0 : nr_segments_ - used;
+    return std::min<uint64_t>(static_cast<uint64_t>(tun_.nr_max_batched_writeback), free + 1);
+  }
+  uint64_t LastSealedIdLocked() const {
+    return cur_ >= 0 ? segs_[cur_].id - 1 : last_seg_id_;
+  }
+  void BackgroundMain();
+  Status SetTunable(const std::string& key, int64_t value) override;
+  void ClearStats() override;
+  void StartDropCaches() override;
+  Status WritebackOldest(uint64_t n) override {
+    Lock lk(mu_);
+    return WritebackLocked(lk, LastSealedIdLocked(), false, n);
+  }
   Status WriteRecordLocked(Lock& lk, bool clean);
   // Syncs the cache so that every chunk up to `seq` (already flushed) is
   // durable. REQUIRES: mu_ not held.
@@ -198,6 +218,10 @@ class EngineImpl final : public Engine {
     if (opts_.log) opts_.log(msg);
   }
   void FlusherMain();
+  void FlushFrontLocked(Lock& lk);
+  // Without threads (opts_.threads false) the caller writes what it cut.
+  void PumpLocked(Lock& lk);
+  Status WritebackUrgent(Lock& lk, uint64_t upto);
 
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
@@ -244,6 +268,13 @@ class EngineImpl final : public Engine {
   std::deque<FlushJob> jobs_;
   std::thread flusher_;
   bool stop_ = false;
+  std::thread bg_;             // BackgroundMain
+  bool bg_stop_ = false;
+  std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
+  Tunables tun_;               // the tunables in force (online ones change)
+  bool force_drop_ = false;    // drop_caches in progress
+  uint64_t cur_batch_ = 0;
+  int64_t util_ = -1;          // backing utilisation %, last second
   bool closed_ = false;
   bool failed_ = false;
   std::string error_;
@@ -312,7 +343,10 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
     WBFS_RETURN_IF_ERROR(cache_->Sync());
   }
   last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
-  flusher_ = std::thread([this] { FlusherMain(); });
+  if (opts_.threads) {
+    flusher_ = std::thread([this] { FlusherMain(); });
+    if (opts_.background) bg_ = std::thread([this] { BackgroundMain(); });
+  }
   return Status::OK();
 }
 
@@ -544,7 +578,10 @@ Status EngineImpl::EnsureRoomLocked(Lock& lk) {
     if (failed_) return FailedStatus();
     if (closed_) return Status::Failed("the engine is closed");
     if (cur_ >= 0 && chunk_start_ + 1 + chunk_n_ < kBlocksPerSegment) return Status::OK();
-    if (cur_ >= 0) CutChunkLocked();  // the segment is full: this seals it
+    if (cur_ >= 0) {
+      CutChunkLocked();  // the segment is full: this seals it
+      PumpLocked(lk);
+    }
     WBFS_RETURN_IF_ERROR(AcquireSegmentLocked(lk));
   }
 }
@@ -597,7 +634,7 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
     if (failed_) return FailedStatus();
     Segment& prev = segs_[ring];
     if (prev.id != 0 && prev.id > last_writeback_id_) {
-      WBFS_RETURN_IF_ERROR(WritebackLocked(lk, prev.id, false));
+      WBFS_RETURN_IF_ERROR(WritebackUrgent(lk, prev.id));
       continue;
     }
     if (prev.pins > 0 || prev.unflushed > 0) {
@@ -643,6 +680,18 @@ void EngineImpl::FlusherMain() {
   for (;;) {
     cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
     if (jobs_.empty()) return;  // stop_ and drained
+    FlushFrontLocked(lk);
+  }
+}
+
+void EngineImpl::PumpLocked(Lock& lk) {
+  while (!opts_.threads && !jobs_.empty()) FlushFrontLocked(lk);
+}
+
+// Writes the oldest cut chunk: seals its header (checksums, chain fields)
+// and writes header and data in one sequential write.
+void EngineImpl::FlushFrontLocked(Lock& lk) {
+  {
     FlushJob job = jobs_.front();
     Segment& s = segs_[job.slot];
     uint8_t* base = s.buf + size_t{job.offset - s.buf_start} * kBlockSize;
@@ -672,11 +721,11 @@ void EngineImpl::FlusherMain() {
     s.unflushed--;
     if (skip) {
       cv_.notify_all();
-      continue;
+      return;
     }
     if (!st.ok()) {
       SetFailedLocked(st);
-      continue;
+      return;
     }
     if (s.first_chunk_seq == job.seq) s.first_prev_crc = last_crc_;
     last_crc_ = crc;
@@ -739,6 +788,7 @@ Status EngineImpl::Flush() {
     if (chunk_n_ > 0) {
       st_.nr_partial_flushed++;
       CutChunkLocked();
+      PumpLocked(lk);
     }
     target = last_cut_seq_;
     WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, target));
@@ -758,12 +808,18 @@ void EngineImpl::SetFailedLocked(const Status& st) {
 
 // ---------------------------------------------------------------- writeback
 
-Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current) {
+// The log is full: a writer needs the slot of segment `upto`.
+Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
+  st_.nr_writeback_waits++;
+  return WritebackLocked(lk, upto, false, BatchLocked());
+}
+
+Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {
   cv_.wait(lk, [&] { return !wb_running_; });
   // The batch: sealed segments after last_writeback_id_, then maybe the
   // current one (its cut chunks).
   std::vector<uint64_t> ids;
-  uint64_t batch = static_cast<uint64_t>(opts_.tunables.nr_max_batched_writeback);
+  cur_batch_ = batch;
   for (uint64_t id = last_writeback_id_ + 1; id <= upto && ids.size() < batch; id++) {
     const Segment& s = segs_[RingSlot(id)];
     if (s.id != id) break;
@@ -771,7 +827,10 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current) {
     ids.push_back(id);
   }
   if (ids.empty()) return Status::OK();
-  if (current && cur_ >= 0 && segs_[cur_].id == ids.back()) CutChunkLocked();
+  if (current && cur_ >= 0 && segs_[cur_].id == ids.back()) {
+    CutChunkLocked();
+    PumpLocked(lk);
+  }
   // Wait until everything in the batch is on the cache device.
   for (;;) {
     if (failed_) return FailedStatus();
@@ -840,6 +899,10 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current) {
       return s;
     };
     for (const Item& it : items) {
+      if (abort_wb_.load(std::memory_order_relaxed)) {
+        st = Status::Failed("writeback stopped for unmount");
+        break;
+      }
       for (uint32_t sec = 0; sec < kSectorsPerBlock && st.ok(); sec++) {
         if (!(it.mask & (1u << sec))) continue;
         uint64_t at = it.block * kBlockSize + sec * kSectorSize;
@@ -860,6 +923,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current) {
   cv_.notify_all();
   if (!st.ok()) {
     // The blocks stay dirty in the cache; the next writeback retries them.
+    if (st.code() == Status::Code::kFailed) return st;  // stopped for unmount
     if (!wb_failing_) {
       wb_failing_ = true;
       Log("writeback failed: " + st.message() + "; the dirty blocks stay in the cache and "
@@ -893,7 +957,8 @@ Status EngineImpl::WritebackAll() {
   while (nr_dirty_ > 0) {
     if (failed_) return FailedStatus();
     uint64_t dirty = nr_dirty_, lw = last_writeback_id_;
-    WBFS_RETURN_IF_ERROR(WritebackLocked(lk, last_seg_id_, true));
+    WBFS_RETURN_IF_ERROR(WritebackLocked(lk, last_seg_id_, true,
+                                         static_cast<uint64_t>(tun_.nr_max_batched_writeback)));
     if (nr_dirty_ == dirty && last_writeback_id_ == lw) {
       return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
                             " dirty blocks left");
@@ -950,10 +1015,20 @@ Status EngineImpl::Close() {
     Lock lk(mu_);
     if (closed_) return Status::OK();
     closed_ = true;
+    bg_stop_ = true;
+    abort_wb_ = true;
+    cv_.notify_all();
+  }
+  if (bg_.joinable()) bg_.join();
+  {
+    Lock lk(mu_);
     // A writer or writeback still inside would need the engine: let them finish.
     cv_.wait(lk, [&] { return !acquiring_ && !wb_running_; });
     if (!failed_) {
-      if (chunk_n_ > 0) CutChunkLocked();
+      if (chunk_n_ > 0) {
+        CutChunkLocked();
+        PumpLocked(lk);
+      }
       result = WriteRecordLocked(lk, true);
     } else {
       result = FailedStatus();
@@ -976,10 +1051,105 @@ EngineStats EngineImpl::Stats() const {
   s.last_flushed_id = flushed_seg_id_;
   s.last_writeback_id = last_writeback_id_;
   s.nr_dirty_cache_blocks = nr_dirty_;
-  s.tunables = opts_.tunables;
+  s.tunables = tun_;
+  s.nr_cached_blocks = index_.size();
+  s.nr_cur_batched_writeback = cur_batch_;
+  s.backing_utilization = util_;
+  s.utilization_source = backing_->BusySource();
+  s.dropping_caches = force_drop_;
+  s.writeback_failing = wb_failing_;
   s.failed = failed_;
   s.error = error_;
   return s;
+}
+
+// ---------------------------------------------------------------- background
+
+// The background thread: once a second it samples the backing's busy time;
+// it writes back when drop_caches asks, when the backing is less busy than
+// writeback_threshold, or (threshold > 0) when less than a quarter of the
+// log is free, whatever the load, so that writers seldom wait for room.
+// It also runs sync_data_interval and update_sb_record_interval.
+void EngineImpl::BackgroundMain() {
+  using Clock = std::chrono::steady_clock;
+  Lock lk(mu_);
+  Clock::time_point last_sample = Clock::now(), last_sync = last_sample, last_record = last_sample;
+  uint64_t busy_prev = backing_->BusyMillis();
+  while (!bg_stop_) {
+    const Clock::time_point now = Clock::now();
+    if (now - last_sample >= std::chrono::seconds(1)) {
+      lk.unlock();
+      uint64_t busy = backing_->BusyMillis();
+      lk.lock();
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_sample).count();
+      util_ = std::min<int64_t>(100, static_cast<int64_t>(busy - busy_prev) * 100 / std::max<int64_t>(1, ms));
+      busy_prev = busy;
+      last_sample = now;
+    }
+    if (failed_) {
+      cv_.wait_for(lk, std::chrono::seconds(1));
+      continue;
+    }
+    if (tun_.sync_data_interval > 0 && now - last_sync >= std::chrono::seconds(tun_.sync_data_interval)) {
+      last_sync = now;
+      if (chunk_n_ > 0) CutChunkLocked();
+      uint64_t target = last_cut_seq_;
+      if (durable_seq_ < target && WaitFlushedLocked(lk, target).ok()) {
+        lk.unlock();
+        (void)SyncTo(target);
+        lk.lock();
+      }
+      continue;
+    }
+    if (tun_.update_sb_record_interval > 0 &&
+        now - last_record >= std::chrono::seconds(tun_.update_sb_record_interval)) {
+      last_record = now;
+      if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(lk, false);
+      continue;
+    }
+    if (force_drop_ && nr_dirty_ == 0) force_drop_ = false;
+    const uint64_t sealed = LastSealedIdLocked();
+    const uint64_t used = last_seg_id_ - last_writeback_id_;
+    const int64_t threshold = tun_.writeback_threshold;
+    bool want = false;
+    if (force_drop_) {
+      want = true;
+    } else if (threshold > 0 && sealed > last_writeback_id_) {
+      want = util_ < threshold || (nr_segments_ - std::min(used, nr_segments_)) * 4 < nr_segments_;
+    }
+    if (want && !wb_running_) {
+      Status st = force_drop_ ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
+                              : WritebackLocked(lk, sealed, false, BatchLocked());
+      if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1));  // retry later
+      continue;
+    }
+    cv_.wait_for(lk, std::chrono::milliseconds(want ? 10 : 200));
+  }
+}
+
+Status EngineImpl::SetTunable(const std::string& key, int64_t value) {
+  const TunableDef* d = FindTunable(key);
+  if (d == nullptr) return Status::InvalidArgument("unknown tunable '" + key + "'");
+  if (!d->online) {
+    return Status::InvalidArgument(key + " cannot be changed on a mounted cache; remount with -o " +
+                                   key + "=" + std::to_string(value));
+  }
+  Lock lk(mu_);
+  WBFS_RETURN_IF_ERROR(wbfs::SetTunable(&tun_, key, value));
+  cv_.notify_all();
+  return Status::OK();
+}
+
+void EngineImpl::ClearStats() {
+  Lock lk(mu_);
+  st_.stat.fill(0);
+  st_.nr_partial_flushed = 0;
+}
+
+void EngineImpl::StartDropCaches() {
+  Lock lk(mu_);
+  if (nr_dirty_ > 0) force_drop_ = true;
+  cv_.notify_all();
 }
 
 // ---------------------------------------------------------------- open

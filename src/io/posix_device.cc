@@ -10,10 +10,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/sysmacros.h>
+
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include "wbfs/device.h"
 
@@ -26,10 +32,31 @@ struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
 };
 
+// Measures the time spent inside one call into the busy counter.
+class BusyTimer {
+ public:
+  explicit BusyTimer(std::atomic<uint64_t>* ns) : ns_(ns), t0_(std::chrono::steady_clock::now()) {}
+  ~BusyTimer() {
+    auto d = std::chrono::steady_clock::now() - t0_;
+    ns_->fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()),
+                   std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<uint64_t>* ns_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 class PosixDevice final : public Device {
  public:
-  PosixDevice(std::string path, int fd, uint64_t size, bool direct, bool block_device)
-      : path_(std::move(path)), fd_(fd), size_(size), direct_(direct), block_(block_device) {}
+  PosixDevice(std::string path, int fd, uint64_t size, bool direct, bool block_device,
+              std::string stat_path)
+      : path_(std::move(path)),
+        fd_(fd),
+        size_(size),
+        direct_(direct),
+        block_(block_device),
+        stat_path_(std::move(stat_path)) {}
   ~PosixDevice() override { ::close(fd_); }
 
   Status ReadAt(uint64_t off, void* buf, size_t len) override {
@@ -51,6 +78,7 @@ class PosixDevice final : public Device {
   }
 
   Status Sync() override {
+    BusyTimer t(&busy_ns_);
     if (::fdatasync(fd_) != 0) return PosixError(path_ + ": fdatasync", errno);
     return Status::OK();
   }
@@ -81,6 +109,21 @@ class PosixDevice final : public Device {
   uint64_t Size() const override { return size_; }
   std::string Name() const override { return path_; }
 
+  uint64_t BusyMillis() const override {
+    if (!stat_path_.empty()) {
+      // /sys/dev/block/M:m/stat: the 10th field is io_ticks in ms.
+      std::ifstream in(stat_path_);
+      uint64_t v = 0;
+      for (int i = 0; i < 10 && (in >> v); i++) {
+      }
+      if (in) return v;
+    }
+    return busy_ns_.load(std::memory_order_relaxed) / 1000000;
+  }
+  std::string BusySource() const override {
+    return stat_path_.empty() ? "time in wbfs's own I/O calls" : "io_ticks of " + stat_path_;
+  }
+
  private:
   static bool Aligned(uint64_t off, const void* buf, size_t len) {
     return off % kDirectAlign == 0 && len % kDirectAlign == 0 &&
@@ -104,6 +147,7 @@ class PosixDevice final : public Device {
   }
 
   Status FullRead(uint64_t off, void* buf, size_t len) {
+    BusyTimer t(&busy_ns_);
     auto* p = static_cast<char*>(buf);
     while (len > 0) {
       ssize_t r = ::pread(fd_, p, len, static_cast<off_t>(off));
@@ -122,6 +166,7 @@ class PosixDevice final : public Device {
   }
 
   Status FullWrite(uint64_t off, const void* buf, size_t len) {
+    BusyTimer t(&busy_ns_);
     const auto* p = static_cast<const char*>(buf);
     while (len > 0) {
       ssize_t r = ::pwrite(fd_, p, len, static_cast<off_t>(off));
@@ -144,7 +189,19 @@ class PosixDevice final : public Device {
   const uint64_t size_;
   const bool direct_;
   const bool block_;
+  const std::string stat_path_;
+  std::atomic<uint64_t> busy_ns_{0};
 };
+
+// The sysfs statistics of the block device holding `st` (the device itself
+// for a block device), or "" when there is none (tmpfs, overlay, NFS...).
+std::string DiskStatPath(const struct stat& st) {
+  dev_t d = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+  if (major(d) == 0) return "";
+  std::string p = "/sys/dev/block/" + std::to_string(major(d)) + ":" + std::to_string(minor(d)) + "/stat";
+  std::ifstream in(p);
+  return in ? p : "";
+}
 
 }  // namespace
 
@@ -190,7 +247,7 @@ Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const D
     }
     size = static_cast<uint64_t>(st.st_size);
   }
-  return std::unique_ptr<Device>(new PosixDevice(path, fd, size, direct, block));
+  return std::unique_ptr<Device>(new PosixDevice(path, fd, size, direct, block, DiskStatPath(st)));
 }
 
 }  // namespace wbfs

@@ -62,6 +62,7 @@ class SeedRun {
     opts_.nr_ram_buffers = 2 + static_cast<uint32_t>(rng_() % 3);
     opts_.sync_every_segments = 1 + static_cast<uint32_t>(rng_() % 8);
     opts_.tunables.nr_max_batched_writeback = 1 + static_cast<int64_t>(rng_() % 32);
+    opts_.threads = false;  // deterministic: a seed replays exactly
   }
 
   // Runs `rounds` crash rounds; returns the crash points done, or throws.

@@ -14,6 +14,7 @@
 #define WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -77,6 +78,19 @@ struct MemDisk {
   // more: writes and syncs fail and change nothing until Crash()/KeepAll().
   bool frozen = false;
   std::shared_ptr<PowerPlan> power;
+  // While set, writes wait (a disk that stalls); Resume() lets them go.
+  bool paused = false;
+  uint64_t waiting_writes = 0;
+  std::condition_variable resumed;
+  void Pause() {
+    std::lock_guard<std::mutex> l(mu);
+    paused = true;
+  }
+  void Resume() {
+    std::lock_guard<std::mutex> l(mu);
+    paused = false;
+    resumed.notify_all();
+  }
 
   // The image after a power cut: durable plus a random subset of the
   // pending writes, some torn at sector boundaries. Resets pending.
@@ -125,7 +139,12 @@ class MemDevice final : public Device {
     return Status::OK();
   }
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
-    std::lock_guard<std::mutex> l(d_->mu);
+    std::unique_lock<std::mutex> l(d_->mu);
+    if (d_->paused) {
+      d_->waiting_writes++;
+      d_->resumed.wait(l, [&] { return !d_->paused; });
+      d_->waiting_writes--;
+    }
     if (d_->frozen) return Status::IOError(d_->name + ": frozen", EIO);
     if (d_->power && d_->power->Tick()) return Status::IOError(d_->name + ": power cut", EIO);
     if (off + len > d_->data.size()) return Status::IOError(d_->name + ": write beyond end", EIO);
