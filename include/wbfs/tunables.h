@@ -32,8 +32,8 @@ struct TunableDef {
 
 inline constexpr std::array<TunableDef, 6> kTunableDefs = {{
     {"writeback_threshold", 0, 100, 0, true, &Tunables::writeback_threshold,
-     "background writeback runs while the backing device is busier than this % less; 0 = only "
-     "when the log needs room"},
+     "background writeback runs while the backing device is busy less than this % of the time; "
+     "0 = only when the log needs room or on drop_caches"},
     {"nr_max_batched_writeback", 1, 32, 32, true, &Tunables::nr_max_batched_writeback,
      "segments written back together, sorted by address"},
     {"update_sb_record_interval", 0, 3600, 0, true, &Tunables::update_sb_record_interval,
