@@ -63,6 +63,9 @@ struct EngineStats {
   uint64_t nr_dirty_cache_blocks = 0;
   uint64_t nr_partial_flushed = 0;  // chunks cut early by a flush
   uint64_t nr_writeback_waits = 0;  // writes that waited for writeback (log full)
+  uint64_t nr_staged_blocks = 0;    // read misses staged into the cache
+  uint64_t nr_staging = 0;          // read-cache cells pending now
+  uint64_t discarded_bytes = 0;
   std::array<uint64_t, 16> stat{};
   uint64_t user_bytes_written = 0;
   uint64_t cache_bytes_written = 0;   // chunks (headers + data) and records
@@ -98,6 +101,10 @@ class Engine {
   virtual Status Read(uint64_t off, void* buf, size_t len) = 0;
   virtual Status Write(uint64_t off, const void* buf, size_t len) = 0;
   virtual Status Flush() = 0;
+  // Makes [off, off + len) read as zeros: cached copies are dropped
+  // (durably, in the log) and the backing range is punched or zeroed;
+  // partial blocks at the ends are zeroed like writes. Durable on return.
+  virtual Status Discard(uint64_t off, uint64_t len) = 0;
   // Writes every dirty block back to the backing device and syncs it.
   virtual Status WritebackAll() = 0;
   // Writes back the `n` oldest sealed segments that are not yet (one batch).

@@ -1,4 +1,4 @@
-// The wbfs cache on-disk format (version 1). This header and
+// The wbfs cache on-disk format (version 2). This header and
 // src/format/format.cc are the only places that know byte offsets.
 //
 //   byte 0        4 KiB   8 KiB   12 KiB                1 MiB
@@ -32,13 +32,18 @@
 // Chunk header (block `offset` of the segment):
 //   0 magic "WBFS-CH\0"  8 header_crc u32  12 data_crc u32  16 nonce u64
 //   24 epoch u64  32 seq u64  40 segment_id u64  48 offset u32
-//   52 prev_crc u32  56 nr_blocks u16  58 flags u16  60 reserved u32
-//   64 durable_seq u64   72..127 zero
-//   128 + 16*i: entry i = block u64 (backing address in 4 KiB units),
-//               mask u8 (bit s = 512-byte sector s is valid), flags u8
-//               (bit 0 = dirty), 6 bytes zero
+//   52 prev_crc u32  56 nr_blocks u16  58 flags u16  60 nr_extents u16
+//   62 reserved u16  64 durable_seq u64   72..127 zero
+//   128 + 16*i, i < nr_blocks: data entry i = block u64 (backing address
+//               in 4 KiB units), mask u8 (bit s = 512-byte sector s is
+//               valid), flags u8 (bit 0 = dirty), 6 bytes zero
+//   then nr_extents extent entries = start u64, 0 u8, flags u8 (bit 1 =
+//               extent), count u48: the cache holds nothing for blocks
+//               [start, start + count) any more (a discard, or a write
+//               that went around the cache).
 // header_crc covers the whole 4 KiB header (data_crc included); data_crc
-// covers the nr_blocks data blocks that follow it.
+// covers the nr_blocks data blocks that follow it. A chunk has data
+// entries or extents, never both: replay applies chunks in log order.
 //
 // Chaining: seq increases by one per chunk across the whole log; prev_crc
 // is the previous chunk's header_crc (for seq 1: ChainSeed(nonce)); epoch
@@ -64,7 +69,9 @@
 
 namespace wbfs::format {
 
-constexpr uint32_t kFormatVersion = 1;
+// 2: extent entries (version 1 had none; a version-1 reader would ignore
+// them and bring discarded data back, hence the bump).
+constexpr uint32_t kFormatVersion = 2;
 constexpr uint32_t kSectorSize = 512;
 constexpr uint32_t kBlockSize = 4096;
 constexpr uint32_t kSectorsPerBlock = kBlockSize / kSectorSize;
@@ -86,10 +93,13 @@ constexpr uint64_t kMaxBackingBlocks = (uint64_t{1} << 48) - 2;
 constexpr uint8_t kFullMask = 0xff;
 constexpr uint16_t kChunkSeal = 1;
 constexpr uint8_t kEntryDirty = 1;
+constexpr uint8_t kEntryExtent = 2;
+constexpr uint64_t kMaxExtentCount = (uint64_t{1} << 48) - 1;
 
 // Offsets inside a chunk header.
 constexpr size_t kChunkEntriesOffset = 128;
 constexpr size_t kChunkEntrySize = 16;
+constexpr uint32_t kMaxChunkEntries = (kBlockSize - kChunkEntriesOffset) / kChunkEntrySize;
 static_assert(kChunkEntriesOffset + kMaxChunkBlocks * kChunkEntrySize <= kBlockSize);
 static_assert(kBlocksPerSegment * kBlockSize == kSegmentSize);
 static_assert(kRecordOffsets[1] + kBlockSize <= kSegmentsOffset);
@@ -126,6 +136,11 @@ struct ChunkEntry {
   uint8_t flags = 0;   // kEntryDirty
 };
 
+struct Extent {
+  uint64_t start = 0;  // backing block
+  uint64_t count = 0;
+};
+
 struct ChunkHeader {
   uint32_t header_crc = 0;
   uint32_t data_crc = 0;
@@ -137,8 +152,10 @@ struct ChunkHeader {
   uint32_t prev_crc = 0;
   uint16_t nr_blocks = 0;
   uint16_t flags = 0;
+  uint16_t nr_extents = 0;
   uint64_t durable_seq = 0;
   std::array<ChunkEntry, kMaxChunkBlocks> entries{};
+  std::array<Extent, kMaxChunkEntries> extents{};
 };
 
 bool IsZero(const void* p, size_t n);
@@ -156,6 +173,8 @@ struct Position {
 };
 Position NextChunkPosition(uint64_t segment_id, uint32_t offset, uint16_t nr_blocks,
                            uint16_t flags);
+// Blocks a chunk occupies: its header and its data.
+inline uint32_t ChunkBlocks(uint16_t nr_blocks) { return 1u + nr_blocks; }
 // Can a chunk start at `block` (room for its header and one data block)?
 inline bool ChunkFits(uint32_t block) { return block + 2 <= kBlocksPerSegment; }
 
@@ -170,6 +189,8 @@ Status DecodeRecord(const uint8_t* block, Record* r);
 // Chunk headers are built in two steps: entries at cut time, the rest
 // (crcs, chain fields) by the writer thread, which then seals the block.
 void EncodeChunkEntry(uint8_t* header_block, uint32_t i, const ChunkEntry& e);
+// Extent entries follow the data entries: i counts from 0 after them.
+void EncodeChunkExtent(uint8_t* header_block, uint32_t nr_blocks, uint32_t i, const Extent& x);
 // Fills every field but header_crc from `h` (entries are left as they are),
 // computes header_crc over the block and stores it. Returns header_crc.
 uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block);

@@ -93,15 +93,6 @@ Status Validate(const MountConfig& c) {
   if (c.backing.empty()) return Status::InvalidArgument("no backing file: give --backing or the config key \"backing\"");
   if (c.cache.empty()) return Status::InvalidArgument("no cache file: give --cache or the config key \"cache\"");
   if (c.mountpoint.empty()) return Status::InvalidArgument("no mountpoint: give MOUNTPOINT or the config key \"mountpoint\"");
-  // Accepted keys whose machinery is not built yet: refuse anything but the
-  // default rather than pretend (README, "Status of the tunables").
-  for (const char* key : {"read_cache_threshold", "write_around_mode"}) {
-    const TunableDef* d = FindTunable(key);
-    if (c.tunables.*(d->field) != d->def) {
-      return Status::InvalidArgument(std::string(key) + ": not supported yet by this wbfs; only " +
-                                     std::to_string(d->def) + " is accepted");
-    }
-  }
   if (c.image_name.empty() || c.image_name == "." || c.image_name == ".." ||
       c.image_name.find('/') != std::string::npos) {
     return Status::InvalidArgument("image_name: must be a plain file name");

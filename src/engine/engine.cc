@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "engine/block_index.h"
+#include "engine/read_stager.h"
 #include "log/log_reader.h"
 #include "util/aligned_buffer.h"
 #include "util/crc32c.h"
@@ -96,6 +97,7 @@ struct Segment {
   uint32_t buf_start = 0;
   uint64_t first_chunk_seq = 0;  // 0: no chunk yet
   uint32_t first_prev_crc = 0;   // prev_crc of that chunk, once known
+  uint64_t last_chunk_seq = 0;   // its newest chunk
 };
 
 struct FlushJob {
@@ -103,6 +105,7 @@ struct FlushJob {
   uint64_t segment_id;
   uint32_t offset;
   uint16_t nr_blocks;
+  uint16_t nr_extents;  // an extent chunk: no data blocks
   uint64_t seq;
 };
 
@@ -184,6 +187,17 @@ class EngineImpl final : public Engine {
   // Puts a new version of `block` in the next slot of the open chunk.
   void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty);
   void InvalidateLocked(uint32_t slot);
+  // Drops every cached copy of blocks [start, start + count), dirty or not.
+  void InvalidateRangeLocked(uint64_t start, uint64_t count);
+  // Appends a chunk of extents (no data) after cutting the open chunk.
+  Status AppendExtentsLocked(Lock& lk, const format::Extent& x);
+  // Write-around: data goes to the backing; cached copies are dropped
+  // (durably, first).
+  Status WriteAround(uint64_t off, const uint8_t* src, size_t len);
+  // Moves filled read-cache cells into the log as clean blocks.
+  void InjectStagedLocked(Lock& lk, ReadStager::Clock::duration min_age);
+  Status Discard(uint64_t off, uint64_t len) override;
+  bool write_around() const { return opts_.tunables.write_around_mode != 0; }
   Status EnsureRoomLocked(Lock& lk);
   void CutChunkLocked();
   Status AcquireSegmentLocked(Lock& lk);
@@ -273,6 +287,7 @@ class EngineImpl final : public Engine {
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
   bool force_drop_ = false;    // drop_caches in progress
+  ReadStager stager_;          // read misses waiting to be staged
   uint64_t cur_batch_ = 0;
   int64_t util_ = -1;          // backing utilisation %, last second
   bool closed_ = false;
@@ -307,6 +322,11 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
         s.sealed = true;
       }
       prev_crc = c.header_crc;
+      s.last_chunk_seq = c.seq;
+      for (uint32_t i = 0; i < c.nr_extents; i++) {
+        const format::Extent& x = scan.extents[c.first_extent + i];
+        InvalidateRangeLocked(x.start, x.count);
+      }
       for (uint32_t i = 0; i < c.nr_blocks; i++) {
         const format::ChunkEntry& e = scan.entries[c.first_entry + i];
         uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + i;
@@ -373,8 +393,16 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
     ext.push_back({dst, src, n, cache});
   };
   auto* out = static_cast<uint8_t*>(buf);
+  struct Staged {
+    uint64_t block;
+    const uint8_t* data;
+  };
+  std::vector<Staged> staged;
   {
     Lock lk(mu_);
+    const int64_t threshold = tun_.read_cache_threshold;
+    const bool stage = threshold > 0 && !failed_ && !closed_ &&
+                       stager_.Track(off / kBlockSize, (off + len + kBlockSize - 1) / kBlockSize, threshold);
     uint64_t pos = off;
     size_t left = len;
     while (left > 0) {
@@ -386,6 +414,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       uint32_t slot = index_.Find(block);
       if (slot == BlockIndex::kNone) {
         add(dst, block * kBlockSize + lo, hi - lo, false);
+        if (stage && (stat & kStatFull) && stager_.Reserve(block)) staged.push_back({block, dst});
       } else {
         stat |= kStatHit;
         uint64_t w = slots_[slot];
@@ -436,12 +465,31 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
              read_failing_.exchange(false)) {
     Log("reads work again");
   }
-  if (!pinned.empty()) {
+  if (!pinned.empty() || !staged.empty()) {
     Lock lk(mu_);
     for (uint32_t slot : pinned) SegOf(slot).pins--;
     cv_.notify_all();
+    for (const Staged& x : staged) {
+      if (result.ok()) stager_.Fill(x.block, x.data);
+      else stager_.Cancel(x.block);
+    }
+    if (!staged.empty()) InjectStagedLocked(lk, std::chrono::milliseconds(50));
   }
   return result;
+}
+
+void EngineImpl::InjectStagedLocked(Lock& lk, ReadStager::Clock::duration min_age) {
+  if (stager_.empty() || failed_ || closed_) return;
+  for (uint64_t block : stager_.Injectable(tun_.read_cache_threshold, min_age)) {
+    if (!EnsureRoomLocked(lk).ok()) return;  // may drop the lock: look again
+    const uint8_t* data = stager_.Data(block);
+    if (data == nullptr) continue;  // cancelled meanwhile
+    if (index_.Find(block) == BlockIndex::kNone) {
+      PlaceLocked(block, data, format::kFullMask, false);
+      st_.nr_staged_blocks++;
+    }
+    stager_.Remove(block);
+  }
 }
 
 // ---------------------------------------------------------------- write
@@ -449,9 +497,13 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
 Status EngineImpl::Write(uint64_t off, const void* buf, size_t len) {
   if (off > Size() || len > Size() - off) return Status::OutOfRange("write beyond the image");
   const auto* src = static_cast<const uint8_t*>(buf);
+  if (write_around()) return WriteAround(off, src, len);
   PreRead pre;
   Lock lk(mu_);
   if (closed_) return Status::Failed("the engine is closed");
+  if (!stager_.empty()) {
+    stager_.CancelRange(off / kBlockSize, (off + len + kBlockSize - 1) / kBlockSize - off / kBlockSize);
+  }
   uint64_t pos = off;
   size_t left = len;
   while (left > 0) {
@@ -545,6 +597,126 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
   return Status::OK();
 }
 
+Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
+  const uint64_t b0 = off / kBlockSize, n = (off + len + kBlockSize - 1) / kBlockSize - b0;
+  {
+    Lock lk(mu_);
+    if (failed_) return FailedStatus();
+    if (closed_) return Status::Failed("the engine is closed");
+    stager_.CancelRange(b0, n);
+    bool cached = false;
+    for (uint64_t b = b0; b < b0 + n; b++) {
+      const uint64_t lo = std::max(off, b * kBlockSize), hi = std::min(off + len, (b + 1) * kBlockSize);
+      unsigned stat = kStatWrite | (hi - lo == kBlockSize ? kStatFull : 0);
+      if (index_.Find(b) != BlockIndex::kNone) {
+        cached = true;
+        stat |= kStatHit;
+      }
+      st_.stat[stat]++;
+    }
+    // A clean cached copy must be gone from the log (durably) before the
+    // backing changes under it, or a crash could bring it back.
+    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {b0, n}));
+  }
+  Status st = backing_->WriteAt(off, src, len);
+  Lock lk(mu_);
+  stager_.CancelRange(b0, n);  // reads that staged the old data meanwhile
+  if (!st.ok()) return st;
+  st_.user_bytes_written += len;
+  st_.backing_bytes_written += len;
+  return Status::OK();
+}
+
+void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
+  if (count < index_.size() * 2) {
+    for (uint64_t b = start; b < start + count; b++) {
+      uint32_t slot = index_.Find(b);
+      if (slot != BlockIndex::kNone) InvalidateLocked(slot);
+    }
+    return;
+  }
+  for (uint32_t slot = 0; slot < nr_slots_; slot++) {
+    uint64_t w = slots_[slot];
+    if (SlotWord::Valid(w) && SlotWord::Block(w) - start < count) InvalidateLocked(slot);
+  }
+}
+
+// The extent chunk is cut, flushed and synced before this returns.
+Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
+  WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
+  if (chunk_n_ > 0) {
+    CutChunkLocked();  // earlier writes go first, with their own flags
+    PumpLocked(lk);
+    WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
+  }
+  InvalidateRangeLocked(x.start, x.count);
+  Segment& s = segs_[cur_];
+  uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
+  std::memset(header, 0, kBlockSize);
+  format::EncodeChunkExtent(header, 0, 0, x);
+  uint64_t seq = next_seq_++;
+  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, 0, 1, seq});
+  if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
+  s.last_chunk_seq = seq;
+  s.unflushed++;
+  s.fill = chunk_start_ + 1;
+  last_cut_seq_ = seq;
+  if (!format::ChunkFits(s.fill)) {
+    s.sealed = true;
+    cur_ = -1;
+  } else {
+    chunk_start_ = s.fill;
+  }
+  cv_.notify_all();
+  PumpLocked(lk);
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, seq));
+  lk.unlock();
+  Status st = SyncTo(seq);
+  lk.lock();
+  return st;
+}
+
+Status EngineImpl::Discard(uint64_t off, uint64_t len) {
+  if (off > Size() || len > Size() - off) return Status::OutOfRange("discard beyond the image");
+  if (len == 0) return Status::OK();
+  const uint64_t fb0 = (off + kBlockSize - 1) / kBlockSize, fb1 = (off + len) / kBlockSize;
+  // Partial blocks at the ends: zero just the bytes covered, as writes.
+  std::vector<uint8_t> zeros(kBlockSize, 0);
+  auto zero = [&](uint64_t a, uint64_t b) -> Status {
+    return a < b ? Write(a, zeros.data(), static_cast<size_t>(b - a)) : Status::OK();
+  };
+  if (fb0 >= fb1) {
+    for (uint64_t a = off; a < off + len;) {
+      uint64_t b = std::min(off + len, (a / kBlockSize + 1) * kBlockSize);
+      WBFS_RETURN_IF_ERROR(zero(a, b));
+      a = b;
+    }
+    return Status::OK();
+  }
+  WBFS_RETURN_IF_ERROR(zero(off, fb0 * kBlockSize));
+  WBFS_RETURN_IF_ERROR(zero(fb1 * kBlockSize, off + len));
+  Lock lk(mu_);
+  if (failed_) return FailedStatus();
+  // No writeback batch may write old data after the punch below.
+  cv_.wait(lk, [&] { return !wb_running_; });
+  wb_running_ = true;
+  stager_.CancelRange(fb0, fb1 - fb0);
+  Status st;
+  for (uint64_t b = fb0; b < fb1 && st.ok(); b += format::kMaxExtentCount) {
+    st = AppendExtentsLocked(lk, {b, std::min<uint64_t>(fb1 - b, format::kMaxExtentCount)});
+  }
+  if (st.ok()) {
+    lk.unlock();
+    st = backing_->Discard(fb0 * kBlockSize, (fb1 - fb0) * kBlockSize);
+    if (st.ok()) st = backing_->Sync();
+    lk.lock();
+  }
+  wb_running_ = false;
+  cv_.notify_all();
+  if (st.ok()) st_.discarded_bytes += len;
+  return st;
+}
+
 void EngineImpl::InvalidateLocked(uint32_t slot) {
   uint64_t w = slots_[slot];
   index_.Erase(SlotWord::Block(w));
@@ -600,8 +772,9 @@ void EngineImpl::CutChunkLocked() {
   }
   uint64_t seq = next_seq_++;
   jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_,
-                   static_cast<uint16_t>(chunk_n_), seq});
+                   static_cast<uint16_t>(chunk_n_), 0, seq});
   if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
+  s.last_chunk_seq = seq;
   s.unflushed++;
   s.fill = chunk_start_ + 1 + chunk_n_;
   last_cut_seq_ = seq;
@@ -703,6 +876,7 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
     h.offset = job.offset;
     h.prev_crc = last_crc_;
     h.nr_blocks = job.nr_blocks;
+    h.nr_extents = job.nr_extents;
     h.durable_seq = durable_seq_;
     const size_t len = (size_t{job.nr_blocks} + 1) * kBlockSize;
     const uint64_t off = format::SegmentBlockOffset(sb_, job.segment_id, job.offset);
@@ -793,7 +967,10 @@ Status EngineImpl::Flush() {
     target = last_cut_seq_;
     WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, target));
   }
-  return SyncTo(target);
+  WBFS_RETURN_IF_ERROR(SyncTo(target));
+  // Write-around data went to the backing: the flush covers it too.
+  if (write_around()) return backing_->Sync();
+  return Status::OK();
 }
 
 void EngineImpl::SetFailedLocked(const Status& st) {
@@ -854,9 +1031,11 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   };
   std::vector<Range> ranges;
   size_t total = 0;
+  uint64_t newest_seq = 0;
   for (uint64_t id : ids) {
     uint32_t ring = RingSlot(id);
     Segment& s = segs_[ring];
+    newest_seq = std::max(newest_seq, s.last_chunk_seq);
     uint32_t from = kBlocksPerSegment, to = 0;
     size_t first_item = items.size();
     for (uint32_t pos = 0; pos < s.fill; pos++) {
@@ -877,12 +1056,15 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   wb_running_ = true;
   lk.unlock();
 
-  Status st;
+  // The batch must be durable in the cache before the backing changes: a
+  // crash must not leave a replayed older (clean) copy over newer backing
+  // data.
+  Status st = SyncTo(newest_seq);
   AlignedBuffer data(total);
   for (const Range& r : ranges) {
+    if (!st.ok()) break;
     st = cache_->ReadAt(format::SegmentBlockOffset(sb_, r.id, r.from), data.data() + r.data,
                         size_t{r.to - r.from} * kBlockSize);
-    if (!st.ok()) break;
   }
   uint64_t written = 0;
   if (st.ok() && !items.empty()) {
@@ -1057,6 +1239,7 @@ EngineStats EngineImpl::Stats() const {
   s.backing_utilization = util_;
   s.utilization_source = backing_->BusySource();
   s.dropping_caches = force_drop_;
+  s.nr_staging = stager_.size();
   s.writeback_failing = wb_failing_;
   s.failed = failed_;
   s.error = error_;
@@ -1107,6 +1290,7 @@ void EngineImpl::BackgroundMain() {
       if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(lk, false);
       continue;
     }
+    InjectStagedLocked(lk, std::chrono::milliseconds(50));
     if (force_drop_ && nr_dirty_ == 0) force_drop_ = false;
     const uint64_t sealed = LastSealedIdLocked();
     const uint64_t used = last_seg_id_ - last_writeback_id_;
@@ -1136,6 +1320,7 @@ Status EngineImpl::SetTunable(const std::string& key, int64_t value) {
   }
   Lock lk(mu_);
   WBFS_RETURN_IF_ERROR(wbfs::SetTunable(&tun_, key, value));
+  if (key == "read_cache_threshold" && value == 0) stager_.Clear();
   cv_.notify_all();
   return Status::OK();
 }
@@ -1220,6 +1405,15 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
   format::Superblock sb = meta.sb;
   auto engine = std::make_unique<EngineImpl>(opts, std::move(backing), std::move(cache), sb);
   WBFS_RETURN_IF_ERROR(engine->Start(meta, formatted));
+  // Write-around never leaves dirty data in the cache: whatever an earlier
+  // write-back mount left goes to the backing first.
+  if (opts.tunables.write_around_mode && engine->Stats().nr_dirty_cache_blocks > 0) {
+    if (opts.log) {
+      opts.log("write_around_mode: writing back " +
+               std::to_string(engine->Stats().nr_dirty_cache_blocks) + " dirty blocks first");
+    }
+    WBFS_RETURN_IF_ERROR(engine->WritebackAll());
+  }
   return std::unique_ptr<Engine>(std::move(engine));
 }
 

@@ -24,7 +24,7 @@ constexpr size_t kRcCrc = 8, kRcFlags = 12, kRcNonce = 16, kRcSeq = 24, kRcTailS
 // Chunk header field offsets.
 constexpr size_t kChHeaderCrc = 8, kChDataCrc = 12, kChNonce = 16, kChEpoch = 24, kChSeq = 32,
                  kChSegmentId = 40, kChOffset = 48, kChPrevCrc = 52, kChNrBlocks = 56,
-                 kChFlags = 58, kChDurableSeq = 64;
+                 kChFlags = 58, kChNrExtents = 60, kChDurableSeq = 64;
 
 // CRC of a 4 KiB block with its 4-byte crc field at `crc_at` taken as zero.
 uint32_t BlockCrc(const uint8_t* block, size_t crc_at) {
@@ -160,6 +160,14 @@ Status DecodeRecord(const uint8_t* block, Record* r) {
   return Status::OK();
 }
 
+void EncodeChunkExtent(uint8_t* header_block, uint32_t nr_blocks, uint32_t i, const Extent& x) {
+  uint8_t* p = header_block + kChunkEntriesOffset + (nr_blocks + i) * kChunkEntrySize;
+  std::memset(p, 0, kChunkEntrySize);
+  EncodeFixed64(p, x.start);
+  p[9] = kEntryExtent;
+  for (int k = 0; k < 6; k++) p[10 + k] = static_cast<uint8_t>(x.count >> (8 * k));
+}
+
 void EncodeChunkEntry(uint8_t* header_block, uint32_t i, const ChunkEntry& e) {
   uint8_t* p = header_block + kChunkEntriesOffset + i * kChunkEntrySize;
   std::memset(p, 0, kChunkEntrySize);
@@ -180,10 +188,11 @@ uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block) {
   EncodeFixed32(b + kChPrevCrc, h.prev_crc);
   EncodeFixed16(b + kChNrBlocks, h.nr_blocks);
   EncodeFixed16(b + kChFlags, h.flags);
-  EncodeFixed32(b + 60, 0);
+  EncodeFixed16(b + kChNrExtents, h.nr_extents);
+  EncodeFixed16(b + 62, 0);
   EncodeFixed64(b + kChDurableSeq, h.durable_seq);
   std::memset(b + 72, 0, kChunkEntriesOffset - 72);
-  size_t used = kChunkEntriesOffset + size_t{h.nr_blocks} * kChunkEntrySize;
+  size_t used = kChunkEntriesOffset + (size_t{h.nr_blocks} + h.nr_extents) * kChunkEntrySize;
   std::memset(b + used, 0, kBlockSize - used);
   uint32_t crc = BlockCrc(b, kChHeaderCrc);
   EncodeFixed32(b + kChHeaderCrc, crc);
@@ -204,13 +213,19 @@ Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader*
   h->prev_crc = DecodeFixed32(b + kChPrevCrc);
   h->nr_blocks = DecodeFixed16(b + kChNrBlocks);
   h->flags = DecodeFixed16(b + kChFlags);
+  h->nr_extents = DecodeFixed16(b + kChNrExtents);
   h->durable_seq = DecodeFixed64(b + kChDurableSeq);
   if (!ChunkFits(h->offset)) {
     return Status::Corruption("chunk: offset " + std::to_string(h->offset) + " out of range");
   }
-  if (h->nr_blocks == 0 || h->offset + 1 + h->nr_blocks > kBlocksPerSegment) {
+  if (h->offset + 1 + h->nr_blocks > kBlocksPerSegment) {
     return Status::Corruption("chunk: nr_blocks " + std::to_string(h->nr_blocks) +
                               " does not fit at offset " + std::to_string(h->offset));
+  }
+  if ((h->nr_blocks == 0) == (h->nr_extents == 0) || h->nr_extents > kMaxChunkEntries) {
+    return Status::Corruption("chunk: needs data entries or extents, not " +
+                              std::to_string(h->nr_blocks) + " and " +
+                              std::to_string(h->nr_extents));
   }
   if (h->segment_id == 0 || h->seq == 0) return Status::Corruption("chunk: zero id");
   for (uint32_t i = 0; i < h->nr_blocks; i++) {
@@ -220,6 +235,17 @@ Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader*
       return Status::Corruption("chunk: entry " + std::to_string(i) + " is invalid");
     }
     h->entries[i] = e;
+  }
+  for (uint32_t i = 0; i < h->nr_extents; i++) {
+    const uint8_t* p = b + kChunkEntriesOffset + i * kChunkEntrySize;  // nr_blocks is 0
+    Extent x;
+    x.start = DecodeFixed64(p);
+    for (int k = 5; k >= 0; k--) x.count = (x.count << 8) | p[10 + k];
+    if (p[8] != 0 || p[9] != kEntryExtent || x.count == 0 || x.start >= backing_blocks ||
+        x.count > backing_blocks - x.start) {
+      return Status::Corruption("chunk: extent " + std::to_string(i) + " is invalid");
+    }
+    h->extents[i] = x;
   }
   return Status::OK();
 }

@@ -12,6 +12,7 @@
 #include "fuse/frontend.h"
 
 #include <fuse_lowlevel.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -218,10 +219,45 @@ void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
 void OpFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
 
-void OpFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) {
-  // Discard is not implemented yet; EOPNOTSUPP (not ENOSYS) keeps the
-  // kernel asking, and makes mkfs skip its discard pass.
-  fuse_reply_err(req, EOPNOTSUPP);
+// PUNCH_HOLE|KEEP_SIZE (a loop device's discard) and ZERO_RANGE (its
+// write-zeroes) make the range read as zeros; a plain allocation inside the
+// image is a no-op; anything that would grow the image is ENOSPC; other
+// modes are EOPNOTSUPP (never ENOSYS, which the kernel would remember).
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
+  Guard(req, [&] {
+    Engine* e = Get(req)->engine;
+    if (ino != kImageIno || off < 0 || len <= 0) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    const uint64_t size = e->Size(), uoff = static_cast<uint64_t>(off);
+    const uint64_t ulen = static_cast<uint64_t>(len);
+    const bool keep = mode & FALLOC_FL_KEEP_SIZE;
+    const int kind = mode & ~FALLOC_FL_KEEP_SIZE;
+    if (kind != 0 && kind != FALLOC_FL_PUNCH_HOLE && kind != FALLOC_FL_ZERO_RANGE) {
+      fuse_reply_err(req, EOPNOTSUPP);
+      return;
+    }
+    if (kind == FALLOC_FL_PUNCH_HOLE && !keep) {
+      fuse_reply_err(req, EOPNOTSUPP);  // as the kernel requires for files
+      return;
+    }
+    if (uoff >= size || ulen > size - uoff) {
+      if (!keep) {
+        fuse_reply_err(req, ENOSPC);  // the image never grows
+        return;
+      }
+      if (uoff >= size) {
+        fuse_reply_err(req, 0);
+        return;
+      }
+    }
+    if (kind == 0) {  // allocate: every byte of the image already exists
+      fuse_reply_err(req, 0);
+      return;
+    }
+    fuse_reply_err(req, ErrnoFor(e->Discard(uoff, std::min(ulen, size - uoff))));
+  });
 }
 
 void OpStatfs(fuse_req_t req, fuse_ino_t) {

@@ -87,8 +87,11 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
     c.data_crc = h.data_crc;
     c.durable_seq = h.durable_seq;
     c.epoch = h.epoch;
+    c.nr_extents = h.nr_extents;
     c.first_entry = out->entries.size();
+    c.first_extent = out->extents.size();
     out->entries.insert(out->entries.end(), h.entries.begin(), h.entries.begin() + h.nr_blocks);
+    out->extents.insert(out->extents.end(), h.extents.begin(), h.extents.begin() + h.nr_extents);
     out->chunks.push_back(c);
     trusted = std::max(trusted, std::min(h.durable_seq, h.seq - 1));
     pos = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
@@ -106,7 +109,7 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
     if (trusted_chunk && !opts.verify_all_data) continue;
     uint64_t off = format::SegmentBlockOffset(sb, c.segment_id, c.offset + 1);
     size_t len = size_t{c.nr_blocks} * kBlockSize;
-    WBFS_RETURN_IF_ERROR(cache.ReadAt(off, dbuf.data(), len));
+    if (len > 0) WBFS_RETURN_IF_ERROR(cache.ReadAt(off, dbuf.data(), len));
     c.data_checked = true;
     if (crc32c::Value(dbuf.data(), len) == c.data_crc) continue;
     if (trusted_chunk) {
@@ -125,6 +128,7 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
   if (keep < out->chunks.size()) {
     out->dropped_chunks = out->chunks.size() - keep;
     out->entries.resize(out->chunks[keep].first_entry);
+    out->extents.resize(out->chunks[keep].first_extent);
     out->chunks.resize(keep);
   }
   if (out->chunks.empty()) {

@@ -30,17 +30,20 @@ struct ChunkInfo {
   uint32_t offset = 0;  // block of the header inside the segment
   uint16_t nr_blocks = 0;
   uint16_t flags = 0;
+  uint16_t nr_extents = 0;
   uint32_t header_crc = 0;
   uint32_t data_crc = 0;
   uint64_t durable_seq = 0;
   uint64_t epoch = 0;
   size_t first_entry = 0;   // index into LogScan::entries
+  size_t first_extent = 0;  // index into LogScan::extents
   bool data_checked = false;
 };
 
 struct LogScan {
   std::vector<ChunkInfo> chunks;  // the valid log, oldest first
   std::vector<format::ChunkEntry> entries;
+  std::vector<format::Extent> extents;
   // Chunks up to this seq were synced before a later chunk was written;
   // replay trusts their data without reading it.
   uint64_t trusted_seq = 0;

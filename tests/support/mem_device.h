@@ -78,8 +78,11 @@ struct MemDisk {
   // more: writes and syncs fail and change nothing until Crash()/KeepAll().
   bool frozen = false;
   std::shared_ptr<PowerPlan> power;
-  // While set, writes wait (a disk that stalls); Resume() lets them go.
+  // While set, writes (and reads, with paused_reads) wait: a disk that
+  // stalls; Resume() lets them go.
   bool paused = false;
+  bool paused_reads = false;
+  uint64_t waiting_reads = 0;
   uint64_t waiting_writes = 0;
   std::condition_variable resumed;
   void Pause() {
@@ -89,6 +92,7 @@ struct MemDisk {
   void Resume() {
     std::lock_guard<std::mutex> l(mu);
     paused = false;
+    paused_reads = false;
     resumed.notify_all();
   }
 
@@ -125,7 +129,7 @@ class MemDevice final : public Device {
  public:
   explicit MemDevice(std::shared_ptr<MemDisk> d) : d_(std::move(d)) {}
   Status ReadAt(uint64_t off, void* buf, size_t len) override {
-    std::lock_guard<std::mutex> l(d_->mu);
+    std::unique_lock<std::mutex> l(d_->mu);
     if (d_->power && d_->power->IsCut()) return Status::IOError(d_->name + ": power cut", EIO);
     if (d_->fail_reads) return Status::IOError(d_->name + ": injected read error", EIO);
     if (d_->fail_read_after == 0) {
@@ -136,6 +140,12 @@ class MemDevice final : public Device {
     if (off + len > d_->data.size()) return Status::IOError(d_->name + ": read beyond end", EIO);
     std::memcpy(buf, d_->data.data() + off, len);
     d_->reads++;
+    // A stalled read has its data already: what a slow disk returns late.
+    if (d_->paused_reads) {
+      d_->waiting_reads++;
+      d_->resumed.wait(l, [&] { return !d_->paused_reads; });
+      d_->waiting_reads--;
+    }
     return Status::OK();
   }
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
