@@ -40,6 +40,9 @@ struct EngineOptions {
   // device call then happens in a fixed order (the crash simulation's
   // seeds replay exactly).
   bool threads = true;
+  // How long a staged read waits before it is injected into the log, so
+  // that interleaved sequential streams can be recognised first.
+  uint32_t read_stage_delay_ms = 50;
   // Open-time only: refuse a blank cache instead of formatting it.
   bool format_blank_cache = true;
   // Where the engine reports errors and recoveries (once per episode, not
@@ -80,6 +83,7 @@ struct EngineStats {
   bool writeback_failing = false;
   uint64_t replayed_chunks = 0;   // at open
   uint64_t dropped_chunks = 0;    // torn tail dropped at open
+  uint64_t repunched_discards = 0;  // discards replayed onto the backing at open
   Tunables tunables;
   bool formatted = false;         // the cache was formatted at open
   bool failed = false;

@@ -37,10 +37,15 @@
 //   128 + 16*i, i < nr_blocks: data entry i = block u64 (backing address
 //               in 4 KiB units), mask u8 (bit s = 512-byte sector s is
 //               valid), flags u8 (bit 0 = dirty), 6 bytes zero
-//   then nr_extents extent entries = start u64, 0 u8, flags u8 (bit 1 =
+//   then nr_extents extent entries = start u64, kind u8, flags u8 (bit 1 =
 //               extent), count u48: the cache holds nothing for blocks
-//               [start, start + count) any more (a discard, or a write
-//               that went around the cache).
+//               [start, start + count) any more. Kind 0: a write went
+//               around the cache to the backing. Kind 1: a discard; the
+//               range reads as zeros. Kind 2: the backing punch of the
+//               discard of this exact range is durable (a marker: it drops
+//               nothing). Replay punches the backing again for a discard
+//               with no later marker, where no newer cached copy covers it
+//               (the crash came between the extent and the punch).
 // header_crc covers the whole 4 KiB header (data_crc included); data_crc
 // covers the nr_blocks data blocks that follow it. A chunk has data
 // entries or extents, never both: replay applies chunks in log order.
@@ -136,9 +141,14 @@ struct ChunkEntry {
   uint8_t flags = 0;   // kEntryDirty
 };
 
+constexpr uint8_t kExtentInvalidate = 0;
+constexpr uint8_t kExtentDiscard = 1;
+constexpr uint8_t kExtentPunched = 2;
+
 struct Extent {
   uint64_t start = 0;  // backing block
   uint64_t count = 0;
+  uint8_t kind = kExtentInvalidate;
 };
 
 struct ChunkHeader {

@@ -189,8 +189,14 @@ class EngineImpl final : public Engine {
   void InvalidateLocked(uint32_t slot);
   // Drops every cached copy of blocks [start, start + count), dirty or not.
   void InvalidateRangeLocked(uint64_t start, uint64_t count);
-  // Appends a chunk of extents (no data) after cutting the open chunk.
-  Status AppendExtentsLocked(Lock& lk, const format::Extent& x);
+  // Replay: punches the backing again for the discards in the log, except
+  // where a newer cached copy covers the range. Punching is idempotent.
+  Status RepunchLocked(const std::vector<format::Extent>& discards);
+  // Appends a chunk of extents (no data) after cutting the open chunk, and
+  // returns once it is durable. With `hold_writeback`, no writeback batch
+  // runs from the invalidation on, until the caller clears wb_blocked_
+  // (set even on error).
+  Status AppendExtentsLocked(Lock& lk, const format::Extent& x, bool hold_writeback);
   // Write-around: data goes to the backing; cached copies are dropped
   // (durably, first).
   Status WriteAround(uint64_t off, const uint8_t* src, size_t len);
@@ -262,6 +268,7 @@ class EngineImpl final : public Engine {
   uint32_t chunk_n_ = 0;
   bool acquiring_ = false;
   bool wb_running_ = false;
+  bool wb_blocked_ = false;  // a discard is punching the backing
   bool wb_failing_ = false;  // the last writeback failed (logged once)
   std::atomic<bool> read_failing_{false};
 
@@ -287,6 +294,7 @@ class EngineImpl final : public Engine {
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
   bool force_drop_ = false;    // drop_caches in progress
+  std::vector<format::Extent> repunched_;  // at open: their markers go to the log
   ReadStager stager_;          // read misses waiting to be staged
   uint64_t cur_batch_ = 0;
   int64_t util_ = -1;          // backing utilisation %, last second
@@ -311,6 +319,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
     log::LogScan scan;
     WBFS_RETURN_IF_ERROR(log::ScanLog(*cache_, meta, log::ScanOptions{}, &scan));
     uint32_t prev_crc = meta.record.tail_prev_crc;
+    std::vector<format::Extent> discards;
     for (const log::ChunkInfo& c : scan.chunks) {
       uint32_t ring = RingSlot(c.segment_id);
       Segment& s = segs_[ring];
@@ -325,7 +334,17 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
       s.last_chunk_seq = c.seq;
       for (uint32_t i = 0; i < c.nr_extents; i++) {
         const format::Extent& x = scan.extents[c.first_extent + i];
+        if (x.kind == format::kExtentPunched) {  // that discard completed
+          for (auto it = discards.rbegin(); it != discards.rend(); ++it) {
+            if (it->start == x.start && it->count == x.count) {
+              discards.erase(std::next(it).base());
+              break;
+            }
+          }
+          continue;
+        }
         InvalidateRangeLocked(x.start, x.count);
+        if (x.kind == format::kExtentDiscard) discards.push_back(x);
       }
       for (uint32_t i = 0; i < c.nr_blocks; i++) {
         const format::ChunkEntry& e = scan.entries[c.first_entry + i];
@@ -361,11 +380,27 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
     }
     // What the scan checksummed may still sit in a volatile device cache.
     WBFS_RETURN_IF_ERROR(cache_->Sync());
+    WBFS_RETURN_IF_ERROR(RepunchLocked(discards));
+    repunched_ = discards;
   }
   last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
   if (opts_.threads) {
     flusher_ = std::thread([this] { FlusherMain(); });
     if (opts_.background) bg_ = std::thread([this] { BackgroundMain(); });
+  }
+  // The discards punched again above are complete now: say so in the log,
+  // durably, or every later replay would punch them again (over writes
+  // that went around the cache since).
+  if (!repunched_.empty()) {
+    {
+      Lock lk(mu_);
+      for (format::Extent x : repunched_) {
+        x.kind = format::kExtentPunched;
+        WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, x, false));
+      }
+      repunched_.clear();
+    }
+    WBFS_RETURN_IF_ERROR(Flush());
   }
   return Status::OK();
 }
@@ -473,7 +508,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       if (result.ok()) stager_.Fill(x.block, x.data);
       else stager_.Cancel(x.block);
     }
-    if (!staged.empty()) InjectStagedLocked(lk, std::chrono::milliseconds(50));
+    if (!staged.empty()) InjectStagedLocked(lk, std::chrono::milliseconds(opts_.read_stage_delay_ms));
   }
   return result;
 }
@@ -616,7 +651,7 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
     }
     // A clean cached copy must be gone from the log (durably) before the
     // backing changes under it, or a crash could bring it back.
-    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {b0, n}));
+    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {b0, n, format::kExtentInvalidate}, false));
   }
   Status st = backing_->WriteAt(off, src, len);
   Lock lk(mu_);
@@ -624,6 +659,32 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
   if (!st.ok()) return st;
   st_.user_bytes_written += len;
   st_.backing_bytes_written += len;
+  return Status::OK();
+}
+
+Status EngineImpl::RepunchLocked(const std::vector<format::Extent>& discards) {
+  for (const format::Extent& x : discards) {
+    std::vector<uint64_t> cached;
+    if (x.count < index_.size() * 2) {
+      for (uint64_t b = x.start; b < x.start + x.count; b++) {
+        if (index_.Find(b) != BlockIndex::kNone) cached.push_back(b);
+      }
+    } else {
+      for (uint32_t slot = 0; slot < nr_slots_; slot++) {
+        uint64_t w = slots_[slot];
+        if (SlotWord::Valid(w) && SlotWord::Block(w) - x.start < x.count) cached.push_back(SlotWord::Block(w));
+      }
+      std::sort(cached.begin(), cached.end());
+    }
+    cached.push_back(x.start + x.count);  // sentinel
+    uint64_t from = x.start;
+    for (uint64_t b : cached) {
+      if (b > from) WBFS_RETURN_IF_ERROR(backing_->Discard(from * kBlockSize, (b - from) * kBlockSize));
+      from = b + 1;
+    }
+  }
+  if (!discards.empty()) WBFS_RETURN_IF_ERROR(backing_->Sync());
+  st_.repunched_discards = discards.size();
   return Status::OK();
 }
 
@@ -642,14 +703,26 @@ void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
 }
 
 // The extent chunk is cut, flushed and synced before this returns.
-Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
-  WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
-  if (chunk_n_ > 0) {
-    CutChunkLocked();  // earlier writes go first, with their own flags
-    PumpLocked(lk);
+Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x, bool hold_writeback) {
+  // Room for the extent chunk first: that may need writeback (a new
+  // segment), so writeback must not be held yet. Every wait drops the lock,
+  // so look again after each.
+  for (;;) {
     WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
+    if (chunk_n_ > 0) {
+      CutChunkLocked();  // earlier writes go first, with their own flags
+      PumpLocked(lk);
+      continue;
+    }
+    if (hold_writeback && (wb_running_ || wb_blocked_)) {
+      cv_.wait(lk);
+      continue;
+    }
+    break;
   }
-  InvalidateRangeLocked(x.start, x.count);
+  // From here on nothing needs a new segment.
+  if (hold_writeback) wb_blocked_ = true;
+  if (x.kind != format::kExtentPunched) InvalidateRangeLocked(x.start, x.count);
   Segment& s = segs_[cur_];
   uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
   std::memset(header, 0, kBlockSize);
@@ -669,6 +742,7 @@ Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
   }
   cv_.notify_all();
   PumpLocked(lk);
+  if (x.kind == format::kExtentPunched) return Status::OK();  // rides with the next flush
   WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, seq));
   lk.unlock();
   Status st = SyncTo(seq);
@@ -697,22 +771,22 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
   WBFS_RETURN_IF_ERROR(zero(fb1 * kBlockSize, off + len));
   Lock lk(mu_);
   if (failed_) return FailedStatus();
-  // No writeback batch may write old data after the punch below.
-  cv_.wait(lk, [&] { return !wb_running_; });
-  wb_running_ = true;
   stager_.CancelRange(fb0, fb1 - fb0);
-  Status st;
-  for (uint64_t b = fb0; b < fb1 && st.ok(); b += format::kMaxExtentCount) {
-    st = AppendExtentsLocked(lk, {b, std::min<uint64_t>(fb1 - b, format::kMaxExtentCount)});
-  }
+  // No writeback batch may run between the invalidation and the punch: it
+  // could put old data, or newer data written meanwhile, under the punch.
+  // (One extent: backing addresses are below 2^48.)
+  Status st = AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentDiscard}, true);
   if (st.ok()) {
     lk.unlock();
     st = backing_->Discard(fb0 * kBlockSize, (fb1 - fb0) * kBlockSize);
     if (st.ok()) st = backing_->Sync();
     lk.lock();
   }
-  wb_running_ = false;
+  wb_blocked_ = false;
   cv_.notify_all();
+  // The punch is durable: replay need not (and, after write-around writes
+  // into the range, must not) punch again.
+  if (st.ok()) st = AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentPunched}, false);
   if (st.ok()) st_.discarded_bytes += len;
   return st;
 }
@@ -992,7 +1066,7 @@ Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
 }
 
 Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {
-  cv_.wait(lk, [&] { return !wb_running_; });
+  cv_.wait(lk, [&] { return !wb_running_ && !wb_blocked_; });
   // The batch: sealed segments after last_writeback_id_, then maybe the
   // current one (its cut chunks).
   std::vector<uint64_t> ids;
@@ -1205,13 +1279,20 @@ Status EngineImpl::Close() {
   {
     Lock lk(mu_);
     // A writer or writeback still inside would need the engine: let them finish.
-    cv_.wait(lk, [&] { return !acquiring_ && !wb_running_; });
+    cv_.wait(lk, [&] { return !acquiring_ && !wb_running_ && !wb_blocked_; });
     if (!failed_) {
       if (chunk_n_ > 0) {
         CutChunkLocked();
         PumpLocked(lk);
       }
-      result = WriteRecordLocked(lk, true);
+      // Write-around data went to the backing without a flush: make it
+      // durable before the unmount counts as clean.
+      if (write_around()) {
+        lk.unlock();
+        result = backing_->Sync();
+        lk.lock();
+      }
+      if (result.ok()) result = WriteRecordLocked(lk, true);
     } else {
       result = FailedStatus();
     }
@@ -1290,7 +1371,7 @@ void EngineImpl::BackgroundMain() {
       if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(lk, false);
       continue;
     }
-    InjectStagedLocked(lk, std::chrono::milliseconds(50));
+    InjectStagedLocked(lk, std::chrono::milliseconds(opts_.read_stage_delay_ms));
     if (force_drop_ && nr_dirty_ == 0) force_drop_ = false;
     const uint64_t sealed = LastSealedIdLocked();
     const uint64_t used = last_seg_id_ - last_writeback_id_;
@@ -1301,7 +1382,7 @@ void EngineImpl::BackgroundMain() {
     } else if (threshold > 0 && sealed > last_writeback_id_) {
       want = util_ < threshold || (nr_segments_ - std::min(used, nr_segments_)) * 4 < nr_segments_;
     }
-    if (want && !wb_running_) {
+    if (want && !wb_running_ && !wb_blocked_) {
       Status st = force_drop_ ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
                               : WritebackLocked(lk, sealed, false, BatchLocked());
       if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1));  // retry later

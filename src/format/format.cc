@@ -164,6 +164,7 @@ void EncodeChunkExtent(uint8_t* header_block, uint32_t nr_blocks, uint32_t i, co
   uint8_t* p = header_block + kChunkEntriesOffset + (nr_blocks + i) * kChunkEntrySize;
   std::memset(p, 0, kChunkEntrySize);
   EncodeFixed64(p, x.start);
+  p[8] = x.kind;
   p[9] = kEntryExtent;
   for (int k = 0; k < 6; k++) p[10 + k] = static_cast<uint8_t>(x.count >> (8 * k));
 }
@@ -240,8 +241,9 @@ Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader*
     const uint8_t* p = b + kChunkEntriesOffset + i * kChunkEntrySize;  // nr_blocks is 0
     Extent x;
     x.start = DecodeFixed64(p);
+    x.kind = p[8];
     for (int k = 5; k >= 0; k--) x.count = (x.count << 8) | p[10 + k];
-    if (p[8] != 0 || p[9] != kEntryExtent || x.count == 0 || x.start >= backing_blocks ||
+    if (x.kind > kExtentPunched || p[9] != kEntryExtent || x.count == 0 || x.start >= backing_blocks ||
         x.count > backing_blocks - x.start) {
       return Status::Corruption("chunk: extent " + std::to_string(i) + " is invalid");
     }

@@ -1,9 +1,10 @@
 // wbfs-sim: deterministic crash simulation of the engine.
 //
-// For each seed: random geometry and options, a backing with random
+// For each seed: random geometry and options (read caching on a third of
+// the seeds, write-around mode on a quarter), a backing with random
 // content, then rounds of a random workload (writes of any size and
-// offset, overwrites, flushes, reads checked against the expected image,
-// full writeback, clean unmount/remount) against the engine on simulated
+// offset, overwrites, discards, flushes, reads checked against the
+// expected image, full writeback, clean unmount/remount) on simulated
 // devices. Each round ends in a power cut at a random device operation —
 // inside a chunk write, a writeback, a record update, a sync — after which
 // each device keeps any subset of its unsynced writes, torn at 512-byte
@@ -18,7 +19,9 @@
 //   wbfs-sim [--seeds N] [--first SEED] [--crashes K]
 // Prints "simulation: P crash points, N seeds, V violations" and, for a
 // violation, the seed and round that replay it exactly. Exit 1 on any.
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -43,6 +46,12 @@ void FillRandom(std::mt19937_64& g, uint8_t* p, size_t n) {
   for (; i < n; i++) p[i] = static_cast<uint8_t>(g());
 }
 
+// WBFS_SIM_TRACE=1 prints every operation of the workload.
+const bool kTrace = std::getenv("WBFS_SIM_TRACE") != nullptr;
+// With WBFS_SIM_SECTOR=N too, a violation names the operation whose
+// version of sector N the recovered image holds.
+const int64_t kTraceSector = std::getenv("WBFS_SIM_SECTOR") ? std::atoll(std::getenv("WBFS_SIM_SECTOR")) : -1;
+
 struct Violation {
   std::string what;
 };
@@ -63,6 +72,14 @@ class SeedRun {
     opts_.sync_every_segments = 1 + static_cast<uint32_t>(rng_() % 8);
     opts_.tunables.nr_max_batched_writeback = 1 + static_cast<int64_t>(rng_() % 32);
     opts_.threads = false;  // deterministic: a seed replays exactly
+    if (kTrace) std::printf("seed %llu: backing %zu cache %zu\n", (unsigned long long)seed, backing, cache);
+    opts_.read_stage_delay_ms = 0;
+    if (rng_() % 3 == 0) opts_.tunables.read_cache_threshold = 1 + static_cast<int64_t>(rng_() % 8);
+    if (rng_() % 4 == 0) opts_.tunables.write_around_mode = 1;
+    if (kTrace) {
+      std::printf("read_cache_threshold %lld write_around %lld\n",
+                  (long long)opts_.tunables.read_cache_threshold, (long long)opts_.tunables.write_around_mode);
+    }
   }
 
   // Runs `rounds` crash rounds; returns the crash points done, or throws.
@@ -88,6 +105,15 @@ class SeedRun {
       std::vector<uint8_t> got(image_.size());
       Expect(engine_->Read(0, got.data(), got.size()), "reading the recovered image");
       int64_t bad = model.Check(got);
+      if (bad >= 0 && bad == kTraceSector) {
+        std::vector<uint8_t> sec(got.begin() + bad * 512, got.begin() + (bad + 1) * 512);
+        for (const auto& [op, v] : history_) {
+          if (v == sec) std::printf("  sector %lld holds its version before op %d\n", (long long)bad, op);
+        }
+        bool zero = std::all_of(sec.begin(), sec.end(), [](uint8_t x) { return x == 0; });
+        std::printf("  (all zero: %d)\n", zero);
+      }
+      history_.clear();
       if (bad >= 0) {
         throw Violation{"sector " + std::to_string(bad) +
                         " holds a value no flushed or later write put there"};
@@ -122,10 +148,29 @@ class SeedRun {
     model->Flushed(image_);
   }
 
+  // Trace mode: the whole image must read back right after every operation.
+  void CheckWhole(int op) {
+    if (!kTrace || power_->IsCut() || !engine_) return;
+    std::vector<uint8_t> got(image_.size());
+    if (!engine_->Read(0, got.data(), got.size()).ok()) return;
+    for (size_t k = 0; k < got.size(); k++) {
+      if (got[k] != image_[k]) {
+        std::printf("  image wrong after op %d at byte %zu\n", op, k);
+        throw Violation{"image diverged"};
+      }
+    }
+  }
+
   // Random operations until the power is cut or 300 operations are done.
   void Workload(CrashModel* model) {
     std::vector<uint8_t> buf;
     for (int op = 0; op < 300 && !power_->IsCut(); op++) {
+      CheckWhole(op);
+      if (kTrace) std::printf("op %d: ", op);
+      if (kTraceSector >= 0) {
+        history_.emplace_back(op, std::vector<uint8_t>(image_.begin() + kTraceSector * 512,
+                                                       image_.begin() + (kTraceSector + 1) * 512));
+      }
       unsigned r = static_cast<unsigned>(rng_() % 100);
       if (r < 72) {
         size_t len;
@@ -141,25 +186,42 @@ class SeedRun {
         buf.resize(len);
         FillRandom(rng_, buf.data(), len);
         Status st = engine_->Write(off, buf.data(), len);
+        if (kTrace) std::printf("write %llu +%zu: %s\n", (unsigned long long)off, len, st.ToString().c_str());
         std::memcpy(image_.data() + off, buf.data(), len);
         model->Wrote(image_, off, len);  // a failed write may have landed too
         if (!st.ok()) return;
+      } else if (r < 76) {
+        uint64_t off = rng_() % image_.size();
+        size_t len = std::min<size_t>(1 + rng_() % 200000, image_.size() - off);
+        Status st = engine_->Discard(off, len);
+        if (kTrace) std::printf("discard %llu +%zu: %s\n", (unsigned long long)off, len, st.ToString().c_str());
+        std::memset(image_.data() + off, 0, len);
+        model->Wrote(image_, off, len);
+        if (!st.ok()) return;
       } else if (r < 84) {
-        if (!engine_->Flush().ok()) return;
+        Status fs = engine_->Flush();
+        if (kTrace) std::printf("flush: %s\n", fs.ToString().c_str());
+        if (!fs.ok()) return;
         model->Flushed(image_);
       } else if (r < 94) {
         uint64_t off = rng_() % image_.size();
         size_t len = std::min<size_t>(1 + rng_() % 70000, image_.size() - off);
         buf.resize(len);
+        if (kTrace) std::printf("read %llu +%zu\n", (unsigned long long)off, len);
         if (!engine_->Read(off, buf.data(), len).ok()) return;
         if (std::memcmp(buf.data(), image_.data() + off, len) != 0) {
+          size_t k = 0;
+          while (buf[k] == image_[off + k]) k++;
           throw Violation{"a read of " + std::to_string(len) + " bytes at " + std::to_string(off) +
-                          " returned other data than was written"};
+                          " returned other data than was written, first at byte " +
+                          std::to_string(off + k)};
         }
       } else if (r < 97) {
+        if (kTrace) std::printf("writeback all\n");
         if (!engine_->WritebackAll().ok()) return;
       } else {
         Status st = engine_->Close();
+        if (kTrace) std::printf("remount: %s\n", st.ToString().c_str());
         engine_.reset();
         if (!st.ok()) return;  // the cut hit the close: recover below
         model->Flushed(image_);
@@ -180,6 +242,7 @@ class SeedRun {
   EngineOptions opts_;
   std::unique_ptr<Engine> engine_;
   std::vector<uint8_t> image_;  // what the image must read as now
+  std::vector<std::pair<int, std::vector<uint8_t>>> history_;  // trace: kTraceSector by op
   int round_ = 0;
 };
 

@@ -3,7 +3,8 @@
 // Writes land in `data` at once (what reads see) and are remembered as
 // pending until Sync(); `durable` is the image as of the last sync. A
 // crash (Crash()) builds a new durable image from `durable` plus any
-// subset of the pending writes, each possibly torn at a 512-byte boundary.
+// subset of the pending writes, each possibly torn at a sector (512-byte)
+// boundary of the disk: sectors are atomic, as on real disks.
 //
 // Faults, per disk: fail the n-th read, write or sync from now on (EIO),
 // or let a write land only partly before it fails (a short write). A
@@ -104,7 +105,7 @@ struct MemDisk {
       unsigned r = static_cast<unsigned>(rng() % 4);
       if (r == 0) continue;  // lost
       size_t n = p.bytes.size();
-      if (r == 1 && n > 512) n = (rng() % (n / 512)) * 512;  // torn
+      if (r == 1) n = (rng() % (n / 512 + 1)) * 512;  // torn (pending writes are sector-aligned)
       std::memcpy(durable.data() + p.off, p.bytes.data(), n);
     }
     data = durable;
@@ -190,9 +191,15 @@ class MemDevice final : public Device {
   std::string Name() const override { return d_->name; }
 
  private:
+  // A disk writes whole sectors: an unaligned write is remembered as the
+  // sectors it touches, with their content after it (as the page cache
+  // would write them), so a crash never mixes bytes inside a sector.
   void Land(uint64_t off, const uint8_t* p, size_t len) {
     std::memcpy(d_->data.data() + off, p, len);
-    d_->pending.push_back({off, std::vector<uint8_t>(p, p + len)});
+    uint64_t a = off / 512 * 512;
+    uint64_t b = std::min<uint64_t>(d_->data.size(), (off + len + 511) / 512 * 512);
+    d_->pending.push_back({a, std::vector<uint8_t>(d_->data.begin() + static_cast<long>(a),
+                                                   d_->data.begin() + static_cast<long>(b))});
   }
   std::shared_ptr<MemDisk> d_;
 };
