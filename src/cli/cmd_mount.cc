@@ -72,6 +72,10 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["utilization_source"] = s.utilization_source;
   j["dropping_caches"] = s.dropping_caches;
   j["writeback_failing"] = s.writeback_failing;
+  j["nr_staged_blocks"] = s.nr_staged_blocks;
+  j["nr_staging"] = s.nr_staging;
+  j["discarded_bytes"] = s.discarded_bytes;
+  j["repunched_discards"] = s.repunched_discards;
   nlohmann::json stat;
   for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];
   j["stat"] = stat;

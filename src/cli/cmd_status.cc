@@ -92,6 +92,8 @@ int CmdStatus(const std::vector<std::string>& args) {
   if (j["writeback_failing"].get<bool>()) wb += ", FAILING (retrying; see the log)";
   row("writeback", wb);
   row("writes that waited", n("nr_writeback_waits") + " (log full)");
+  row("staged reads", n("nr_staged_blocks") + " blocks (" + n("nr_staging") + " pending)");
+  row("discarded", Bytes(j["discarded_bytes"].get<uint64_t>()));
   row("written by users", Bytes(j["user_bytes_written"].get<uint64_t>()));
   row("written to cache", Bytes(j["cache_bytes_written"].get<uint64_t>()));
   row("written to backing", Bytes(j["backing_bytes_written"].get<uint64_t>()));
