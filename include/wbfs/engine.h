@@ -123,6 +123,11 @@ class Engine {
   // Seals the buffer, makes the cache durable and records the superblock.
   // Further calls fail. Also done by the destructor if not called.
   virtual Status Close() = 0;
+  // Close() for a cache with no dirty block left (after WritebackAll):
+  // the record then points past every chunk, so the next open replays
+  // nothing: the cache is clean and the backing alone is the image.
+  // Refused while dirty blocks remain.
+  virtual Status CloseClean() = 0;
   virtual EngineStats Stats() const = 0;
 };
 

@@ -218,7 +218,43 @@ Status ResolveFile(const std::string& what, std::string* path) {
   return Status::OK();
 }
 
+// Options mount(8) and mount.fuse3 pass along that mean nothing to wbfs
+// (the FUSE mount is always nosuid,nodev).
+bool IsGenericMountOption(const std::string& o) {
+  static const char* kIgnored[] = {"rw", "defaults", "dev", "nodev", "suid", "nosuid", "exec",
+                                   "noexec", "auto", "noauto", "user", "nouser", "users", "atime",
+                                   "noatime", "relatime", "strictatime", "nodiratime", "_netdev",
+                                   "nofail", "async", "sync"};
+  for (const char* k : kIgnored) {
+    if (o == k) return true;
+  }
+  return o.rfind("x-", 0) == 0 || o.rfind("comment=", 0) == 0;
+}
+
 }  // namespace
+
+int CmdMountHelper(const std::vector<std::string>& args) {
+  // BACKING MOUNTPOINT [-o OPTIONS]... (mount(8) may put -o first, and
+  // adds -n or -s, which mean nothing here).
+  std::vector<std::string> pos, rest;
+  for (size_t i = 0; i < args.size(); i++) {
+    if (args[i] == "-o" && i + 1 < args.size()) {
+      rest.push_back("-o");
+      rest.push_back(args[++i]);
+    } else if (args[i] == "-n" || args[i] == "-s" || args[i] == "-v" || args[i] == "-f") {
+      if (args[i] == "-f") rest.push_back("-f");
+    } else {
+      pos.push_back(args[i]);
+    }
+  }
+  if (pos.size() != 2) {
+    return Fail(kExitUsage, "usage as a mount helper: wbfs BACKING MOUNTPOINT -o cache=CACHE[,...]");
+  }
+  std::vector<std::string> margs = {"--backing", pos[0]};
+  margs.insert(margs.end(), rest.begin(), rest.end());
+  margs.push_back(pos[1]);
+  return CmdMount(margs);
+}
 
 int CmdMount(const std::vector<std::string>& args) {
   po::options_description desc(
@@ -256,24 +292,34 @@ int CmdMount(const std::vector<std::string>& args) {
     return kExitOk;
   }
   MountConfig c;
-  if (vm.count("config")) {
-    Status st = LoadConfigFile(vm["config"].as<std::string>(), &c);
-    if (!st.ok()) return Fail(kExitUsage, st.message());
-  }
+  std::vector<std::string> items;  // every -o item, in order
   if (vm.count("option")) {
     for (const std::string& group : vm["option"].as<std::vector<std::string>>()) {
       size_t start = 0;
       while (start <= group.size()) {
         size_t comma = group.find(',', start);
         std::string item = group.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        if (!item.empty()) {
-          Status st = ApplyOption(item, &c);
-          if (!st.ok()) return Fail(kExitUsage, st.message());
-        }
+        if (!item.empty()) items.push_back(item);
         if (comma == std::string::npos) break;
         start = comma + 1;
       }
     }
+  }
+  std::string config = vm.count("config") ? vm["config"].as<std::string>() : "";
+  for (const std::string& item : items) {
+    if (item.rfind("config=", 0) == 0) config = item.substr(7);
+  }
+  if (!config.empty()) {
+    Status st = LoadConfigFile(config, &c);
+    if (!st.ok()) return Fail(kExitUsage, st.message());
+  }
+  for (const std::string& item : items) {
+    if (item.rfind("config=", 0) == 0 || IsGenericMountOption(item)) continue;
+    if (item == "ro") {
+      return Fail(kExitUsage, "-o ro: wbfs mounts are read-write (open the image read-only instead)");
+    }
+    Status st = ApplyOption(item, &c);
+    if (!st.ok()) return Fail(kExitUsage, st.message());
   }
   if (vm.count("backing")) c.backing = vm["backing"].as<std::string>();
   if (vm.count("cache")) c.cache = vm["cache"].as<std::string>();

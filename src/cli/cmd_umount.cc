@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/config.h"
 #include "ctl/ctl.h"
 
 namespace wbfs::cli {
@@ -17,6 +18,7 @@ namespace wbfs::cli {
 int CmdUmount(const std::vector<std::string>& args) {
   const char* usage =
       "usage: wbfs umount MOUNTPOINT\n"
+      "       wbfs umount --config FILE     (the config file's mountpoint)\n"
       "\n"
       "Unmounts a wbfs mount and waits until the daemon has sealed its RAM buffer,\n"
       "made the cache durable and recorded the superblock. Dirty data stays in\n"
@@ -26,13 +28,22 @@ int CmdUmount(const std::vector<std::string>& args) {
     std::cout << usage;
     return kExitOk;
   }
-  if (args.size() != 1 || args[0].empty() || args[0][0] == '-') {
+  std::string target;
+  if (args.size() == 2 && args[0] == "--config") {
+    MountConfig c;
+    Status st = LoadConfigFile(args[1], &c);
+    if (!st.ok()) return Fail(kExitUsage, st.message());
+    if (c.mountpoint.empty()) return Fail(kExitUsage, "config file " + args[1] + ": no \"mountpoint\"");
+    target = c.mountpoint;
+  } else if (args.size() == 1 && !args[0].empty() && args[0][0] != '-') {
+    target = args[0];
+  } else {
     std::cerr << usage;
     return kExitUsage;
   }
   // A dead daemon's mount cannot be stat'ed (ENOTCONN): resolve lexically.
   char buf[PATH_MAX];
-  std::string mp = ::realpath(args[0].c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(args[0]);
+  std::string mp = ::realpath(target.c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(target);
   if (!IsMountPoint(mp)) return Fail(kExitFailure, mp + " is not mounted");
   ctl::Client client;
   bool live = client.Connect(mp).ok();

@@ -18,6 +18,13 @@ int CmdMount(const std::vector<std::string>& args);
 int CmdUmount(const std::vector<std::string>& args);
 int CmdStatus(const std::vector<std::string>& args);
 int CmdMessage(const std::vector<std::string>& args);
+int CmdCheck(const std::vector<std::string>& args);
+int CmdDump(const std::vector<std::string>& args);
+int CmdFormat(const std::vector<std::string>& args);
+int CmdWriteback(const std::vector<std::string>& args);
+// mount(8)'s helper form: `wbfs BACKING MOUNTPOINT -o cache=CACHE,...`, as
+// /sbin/mount.fuse.wbfs or through mount.fuse3 (fstab type fuse.wbfs).
+int CmdMountHelper(const std::vector<std::string>& args);
 
 // Prints "wbfs: <message>" to stderr and returns `code`.
 int Fail(int code, const std::string& message);

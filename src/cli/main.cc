@@ -83,6 +83,12 @@ const char kUsage[] =
     "  umount   seal the buffer, make the cache durable and unmount\n"
     "  status   show a mounted cache's state and counters\n"
     "  message  set a tunable online, clear_stat, or drop_caches\n"
+    "  check    validate an unmounted cache\n"
+    "  dump     print an unmounted cache's superblock or a segment\n"
+    "  format   zero an unmounted cache's superblock (the next mount formats)\n"
+    "  writeback  write an unmounted cache's dirty data back and mark it clean\n"
+    "\n"
+    "As mount.fuse.wbfs (fstab type fuse.wbfs): wbfs BACKING MOUNTPOINT -o cache=CACHE,...\n"
     "\n"
     "Run 'wbfs COMMAND --help' for a command's options; see wbfs(8).\n";
 
@@ -93,6 +99,12 @@ int main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << kUsage;
     return kExitUsage;
+  }
+  {
+    std::string self = argv[0];
+    if (self.substr(self.rfind('/') + 1) == "mount.fuse.wbfs") {
+      return CmdMountHelper(std::vector<std::string>(argv + 1, argv + argc));
+    }
   }
   std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
@@ -108,5 +120,14 @@ int main(int argc, char** argv) {
   if (cmd == "umount" || cmd == "unmount") return CmdUmount(args);
   if (cmd == "status") return CmdStatus(args);
   if (cmd == "message") return CmdMessage(args);
+  if (cmd == "check") return CmdCheck(args);
+  if (cmd == "dump") return CmdDump(args);
+  if (cmd == "format") return CmdFormat(args);
+  if (cmd == "writeback") return CmdWriteback(args);
+  std::string self = argv[0];
+  self = self.substr(self.rfind('/') + 1);
+  if (self == "mount.fuse.wbfs" || cmd.find('/') != std::string::npos) {
+    return CmdMountHelper(std::vector<std::string>(argv + 1, argv + argc));
+  }
   return Fail(kExitUsage, "unknown command '" + cmd + "'; run 'wbfs --help' for the list");
 }

@@ -152,6 +152,17 @@ class EngineImpl final : public Engine {
   Status Flush() override;
   Status WritebackAll() override;
   Status Close() override;
+  Status CloseClean() override {
+    {
+      Lock lk(mu_);
+      if (closed_) return Status::Failed("the engine is closed");
+      if (nr_dirty_ > 0) {
+        return Status::Failed(std::to_string(nr_dirty_) + " dirty blocks are not written back");
+      }
+      detach_ = true;
+    }
+    return Close();
+  }
   EngineStats Stats() const override;
 
  private:
@@ -294,6 +305,7 @@ class EngineImpl final : public Engine {
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
   bool force_drop_ = false;    // drop_caches in progress
+  bool detach_ = false;        // CloseClean: the record skips the whole log
   std::vector<format::Extent> repunched_;  // at open: their markers go to the log
   ReadStager stager_;          // read misses waiting to be staged
   uint64_t cur_batch_ = 0;
@@ -1231,6 +1243,7 @@ Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
   r.flags = clean ? format::kRecordClean : 0;
   r.nonce = sb_.nonce;
   r.seq = record_seq_ + 1;
+  if (detach_ && nr_dirty_ == 0) last_writeback_id_ = last_seg_id_;  // nothing left to replay
   r.tail_segment_id = last_writeback_id_ + 1;
   r.tail_block = 0;
   r.last_writeback_id = last_writeback_id_;

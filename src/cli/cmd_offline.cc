@@ -1,0 +1,526 @@
+// The offline tools: check, dump, format, writeback. They read the cache
+// with the same reader mount uses (src/log), hold the same locks as a
+// mount (so they refuse a cache in use), and write nothing until every
+// check has passed.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/commands.h"
+#include "log/check.h"
+#include "log/log_reader.h"
+#include "util/aligned_buffer.h"
+#include "wbfs/device.h"
+#include "wbfs/engine.h"
+#include "wbfs/format.h"
+
+namespace wbfs::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string Size(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// Opens a cache (or backing) for an offline tool, with a mount's locks.
+Result<std::unique_ptr<Device>> OpenOffline(const std::string& what, const std::string& path,
+                                            bool write) {
+  DeviceOptions o;
+  o.read_only = !write;
+  auto d = OpenPosixDevice(path, o);
+  if (!d.ok() && d.status().code() == Status::Code::kBusy) {
+    return Status::Busy(what + " " + path + " is in use by a mount (or another wbfs tool); "
+                        "unmount it first");
+  }
+  return d;
+}
+
+int OpenFail(const Status& st) {
+  return Fail(st.code() == Status::Code::kIOError && st.err() == ENOENT ? kExitUsage : kExitFailure,
+              st.message());
+}
+
+// Parses "CACHE [flags...]": the positional and the flags present.
+struct Args {
+  std::vector<std::string> pos;
+  std::vector<std::string> flags;
+  std::vector<std::pair<std::string, std::string>> values;
+  bool Has(const std::string& f) const {
+    for (const auto& x : flags) {
+      if (x == f) return true;
+    }
+    return false;
+  }
+  std::string Value(const std::string& k) const {
+    for (const auto& [a, b] : values) {
+      if (a == k) return b;
+    }
+    return "";
+  }
+};
+
+// Flags in `known` take no value, those in `valued` take one.
+bool ParseArgs(const std::vector<std::string>& in, const std::vector<std::string>& known,
+               const std::vector<std::string>& valued, Args* out, std::string* err) {
+  for (size_t i = 0; i < in.size(); i++) {
+    const std::string& a = in[i];
+    if (a.size() > 1 && a[0] == '-') {
+      std::string k = a, v;
+      size_t eq = a.find('=');
+      if (eq != std::string::npos) {
+        k = a.substr(0, eq);
+        v = a.substr(eq + 1);
+      }
+      if (std::find(valued.begin(), valued.end(), k) != valued.end()) {
+        if (eq == std::string::npos) {
+          if (i + 1 >= in.size()) {
+            *err = k + " needs a value";
+            return false;
+          }
+          v = in[++i];
+        }
+        out->values.emplace_back(k, v);
+      } else if (std::find(known.begin(), known.end(), a) != known.end()) {
+        out->flags.push_back(a);
+      } else {
+        *err = "unknown option " + a;
+        return false;
+      }
+    } else {
+      out->pos.push_back(a);
+    }
+  }
+  return true;
+}
+
+std::string MaskBits(uint8_t m) {
+  std::string s;
+  for (int i = 0; i < 8; i++) s += (m >> i) & 1 ? '1' : '0';
+  return s;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ check
+
+int CmdCheck(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs check CACHE [--json]\n"
+      "\n"
+      "Offline: validates the superblock, its records and every chunk of the log\n"
+      "(headers and data checksums), and reports the valid log range, the cached\n"
+      "and dirty blocks, and each torn or corrupt region with its byte offset.\n"
+      "A torn newest write left by a crash is the normal end of the log: reported,\n"
+      "but consistent. Exit 0 consistent, 1 inconsistent (or unreadable), 2 usage.\n";
+  Args a;
+  std::string err;
+  if (!ParseArgs(args, {"--json", "--help", "-h"}, {}, &a, &err)) return Fail(kExitUsage, "check: " + err);
+  if (a.Has("--help") || a.Has("-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  if (a.pos.size() != 1) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  auto dev = OpenOffline("cache", a.pos[0], false);
+  if (!dev.ok()) return OpenFail(dev.status());
+  log::CheckReport r;
+  Status st = log::CheckCache(*dev.value(), &r);
+  if (!st.ok()) return Fail(kExitFailure, "check: " + st.message());
+  if (a.Has("--json")) {
+    json j;
+    j["cache"] = a.pos[0];
+    j["consistent"] = r.consistent;
+    j["blank"] = r.blank;
+    j["nr_dirty_cache_blocks"] = r.nr_dirty_cache_blocks;
+    j["nr_cached_blocks"] = r.nr_cached_blocks;
+    if (!r.blank && r.meta.sb.nr_segments) {
+      j["format_version"] = r.meta.sb.version;
+      j["nr_segments"] = r.meta.sb.nr_segments;
+      j["segment_size"] = r.meta.sb.segment_size;
+      j["backing_size"] = r.meta.sb.backing_size;
+      j["valid_records"] = r.valid_records;
+      j["log"] = {{"first_seq", r.first_seq}, {"last_seq", r.last_seq},
+                  {"first_segment", r.first_segment}, {"last_segment", r.last_segment},
+                  {"chunks", r.nr_chunks}, {"end", r.end_reason}};
+    }
+    j["segments"] = json::array();
+    for (const auto& s : r.segments) {
+      j["segments"].push_back({{"id", s.id}, {"offset", s.offset}, {"bytes", s.bytes},
+                               {"chunks", s.chunks}, {"valid", s.valid}});
+    }
+    j["problems"] = json::array();
+    for (const auto& p : r.problems) {
+      j["problems"].push_back({{"offset", p.offset}, {"what", p.what}, {"corrupt", p.corrupt}});
+    }
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("cache %s\n", a.pos[0].c_str());
+    if (r.blank) {
+      std::printf("  blank (zeroed superblock): the next mount formats it\n");
+    } else if (r.meta.sb.nr_segments) {
+      std::printf("  wbfs cache, format %u: %llu segments of %s, for a backing of %s\n",
+                  r.meta.sb.version, static_cast<unsigned long long>(r.meta.sb.nr_segments),
+                  Size(r.meta.sb.segment_size).c_str(), Size(r.meta.sb.backing_size).c_str());
+      if (r.nr_chunks) {
+        std::printf("  log: segments %llu..%llu, chunks seq %llu..%llu (%llu chunks)\n",
+                    static_cast<unsigned long long>(r.first_segment),
+                    static_cast<unsigned long long>(r.last_segment),
+                    static_cast<unsigned long long>(r.first_seq),
+                    static_cast<unsigned long long>(r.last_seq),
+                    static_cast<unsigned long long>(r.nr_chunks));
+      } else {
+        std::printf("  log: empty (everything was written back)\n");
+      }
+      std::printf("  log ends: %s\n", r.end_reason.c_str());
+      std::printf("  blocks: %llu cached, %llu dirty (%s not on the backing yet)\n",
+                  static_cast<unsigned long long>(r.nr_cached_blocks),
+                  static_cast<unsigned long long>(r.nr_dirty_cache_blocks),
+                  Size(r.nr_dirty_cache_blocks * 4096).c_str());
+    }
+    for (const auto& p : r.problems) {
+      std::printf("  %s at offset %llu: %s\n", p.corrupt ? "CORRUPT" : "note",
+                  static_cast<unsigned long long>(p.offset), p.what.c_str());
+    }
+    std::printf("%s\n", r.consistent ? "consistent" : "INCONSISTENT");
+  }
+  return r.consistent ? kExitOk : kExitFailure;
+}
+
+// ------------------------------------------------------------------ dump
+
+int CmdDump(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs dump CACHE (--superblock | --segment ID) [--json]\n"
+      "\n"
+      "Offline: prints the superblock and both records, or the chunks of segment ID\n"
+      "(header fields, and per block its backing address and 512-byte sector mask).\n";
+  Args a;
+  std::string err;
+  if (!ParseArgs(args, {"--superblock", "--json", "--help", "-h"}, {"--segment"}, &a, &err)) {
+    return Fail(kExitUsage, "dump: " + err);
+  }
+  if (a.Has("--help") || a.Has("-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  const bool sb_mode = a.Has("--superblock");
+  const std::string seg_arg = a.Value("--segment");
+  if (a.pos.size() != 1 || sb_mode == !seg_arg.empty()) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  uint64_t seg_id = 0;
+  if (!sb_mode) {
+    char* end = nullptr;
+    seg_id = std::strtoull(seg_arg.c_str(), &end, 10);
+    if (seg_arg.empty() || *end != '\0' || seg_id == 0) {
+      return Fail(kExitUsage, "dump: --segment needs a segment id (1, 2, ...), not '" + seg_arg + "'");
+    }
+  }
+  auto dev = OpenOffline("cache", a.pos[0], false);
+  if (!dev.ok()) return OpenFail(dev.status());
+  Device& cache = *dev.value();
+  log::CacheMeta meta;
+  Status st = log::ReadCacheMeta(cache, &meta);
+  if (!st.ok()) return Fail(kExitFailure, "dump: " + st.message());
+  if (meta.blank) return Fail(kExitFailure, "dump: " + a.pos[0] + " is blank (not formatted)");
+  const bool js = a.Has("--json");
+  json out;
+  if (sb_mode) {
+    const auto& sb = meta.sb;
+    out["superblock"] = {{"version", sb.version}, {"block_size", sb.block_size},
+                         {"segment_size", sb.segment_size}, {"nr_segments", sb.nr_segments},
+                         {"segments_offset", sb.segments_offset}, {"backing_size", sb.backing_size},
+                         {"cache_size", sb.cache_size}, {"nonce", sb.nonce},
+                         {"format_time", sb.format_time}};
+    out["records"] = json::array();
+    AlignedBuffer block(format::kBlockSize);
+    for (int slot = 0; slot < 2; slot++) {
+      if (!cache.ReadAt(format::kRecordOffsets[slot], block.data(), format::kBlockSize).ok()) {
+        return Fail(kExitFailure, "dump: cannot read record " + std::to_string(slot));
+      }
+      format::Record r;
+      Status rs = format::DecodeRecord(block.data(), &r);
+      json jr = {{"slot", slot}, {"offset", format::kRecordOffsets[slot]}, {"valid", rs.ok()},
+                 {"in_use", slot == meta.record_slot}};
+      if (rs.ok()) {
+        jr.update({{"seq", r.seq}, {"clean_unmount", (r.flags & format::kRecordClean) != 0},
+                   {"tail_segment_id", r.tail_segment_id}, {"tail_chunk_seq", r.tail_chunk_seq},
+                   {"tail_prev_crc", r.tail_prev_crc}, {"last_writeback_id", r.last_writeback_id},
+                   {"durable_seq", r.durable_seq}});
+      } else {
+        jr["error"] = rs.message();
+      }
+      out["records"].push_back(jr);
+    }
+  } else {
+    const auto& sb = meta.sb;
+    out["segment"] = seg_id;
+    out["offset"] = format::SegmentBlockOffset(sb, seg_id, 0);
+    out["chunks"] = json::array();
+    AlignedBuffer block(format::kBlockSize);
+    format::ChunkHeader h;
+    uint32_t pos = 0;
+    std::string stop;
+    while (format::ChunkFits(pos)) {
+      uint64_t off = format::SegmentBlockOffset(sb, seg_id, pos);
+      if (!cache.ReadAt(off, block.data(), format::kBlockSize).ok()) {
+        return Fail(kExitFailure, "dump: cannot read offset " + std::to_string(off));
+      }
+      Status hs = format::DecodeChunkHeader(block.data(), sb.backing_size / format::kBlockSize, &h);
+      if (!hs.ok()) {
+        stop = format::IsZero(block.data(), format::kBlockSize) ? "unwritten block" : hs.message();
+        break;
+      }
+      if (h.nonce != sb.nonce) {
+        stop = "a chunk of another format";
+        break;
+      }
+      if (h.segment_id != seg_id || h.offset != pos) {
+        stop = "the slot holds segment " + std::to_string(h.segment_id) + " (another lap)";
+        break;
+      }
+      json c = {{"offset", off}, {"block", pos}, {"seq", h.seq}, {"epoch", h.epoch},
+                {"nr_blocks", h.nr_blocks}, {"nr_extents", h.nr_extents}, {"flags", h.flags},
+                {"header_crc", h.header_crc}, {"data_crc", h.data_crc}, {"prev_crc", h.prev_crc},
+                {"durable_seq", h.durable_seq}};
+      c["entries"] = json::array();
+      for (uint32_t i = 0; i < h.nr_blocks; i++) {
+        const auto& e = h.entries[i];
+        c["entries"].push_back({{"block", e.block}, {"offset", e.block * format::kBlockSize},
+                                {"sectors", MaskBits(e.mask)},
+                                {"dirty", (e.flags & format::kEntryDirty) != 0}});
+      }
+      c["extents"] = json::array();
+      const char* kinds[] = {"invalidate", "discard", "punched"};
+      for (uint32_t i = 0; i < h.nr_extents; i++) {
+        const auto& x = h.extents[i];
+        c["extents"].push_back({{"start", x.start}, {"count", x.count}, {"kind", kinds[x.kind]}});
+      }
+      out["chunks"].push_back(c);
+      format::Position next = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
+      if (next.segment_id != seg_id) {
+        stop = "segment full";
+        break;
+      }
+      pos = next.block;
+    }
+    out["end"] = stop;
+  }
+  if (js) {
+    std::cout << out.dump() << "\n";
+    return kExitOk;
+  }
+  if (sb_mode) {
+    std::printf("[superblock] at offset 0\n");
+    for (auto& [k, v] : out["superblock"].items()) std::printf("  %-18s %s\n", k.c_str(), v.dump().c_str());
+    for (auto& r : out["records"]) {
+      std::printf("[record %d] at offset %s%s\n", r["slot"].get<int>(), r["offset"].dump().c_str(),
+                  r["in_use"].get<bool>() ? " (in use)" : "");
+      for (auto& [k, v] : r.items()) {
+        if (k != "slot" && k != "offset" && k != "in_use") std::printf("  %-18s %s\n", k.c_str(), v.dump().c_str());
+      }
+    }
+  } else {
+    std::printf("[segment %llu] at offset %s\n", static_cast<unsigned long long>(seg_id),
+                out["offset"].dump().c_str());
+    for (auto& c : out["chunks"]) {
+      std::printf("  [chunk seq %s] block %s: %s data blocks, %s extents, durable_seq %s, "
+                  "header_crc %s, data_crc %s\n",
+                  c["seq"].dump().c_str(), c["block"].dump().c_str(), c["nr_blocks"].dump().c_str(),
+                  c["nr_extents"].dump().c_str(), c["durable_seq"].dump().c_str(),
+                  c["header_crc"].dump().c_str(), c["data_crc"].dump().c_str());
+      int i = 0;
+      for (auto& e : c["entries"]) {
+        std::printf("    [%d] backing block %s (offset %s) sectors %s %s\n", i++, e["block"].dump().c_str(),
+                    e["offset"].dump().c_str(), e["sectors"].get<std::string>().c_str(),
+                    e["dirty"].get<bool>() ? "dirty" : "clean");
+      }
+      for (auto& x : c["extents"]) {
+        std::printf("    extent %s: blocks %s +%s\n", x["kind"].get<std::string>().c_str(),
+                    x["start"].dump().c_str(), x["count"].dump().c_str());
+      }
+    }
+    std::printf("  end: %s\n", out["end"].get<std::string>().c_str());
+  }
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------ format
+
+int CmdFormat(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs format CACHE [--force]\n"
+      "\n"
+      "Zeroes the superblock so that the next mount formats the cache. Refuses a\n"
+      "cache that still holds dirty data (run 'wbfs writeback' first) or that does\n"
+      "not hold a wbfs cache, unless --force.\n";
+  Args a;
+  std::string err;
+  if (!ParseArgs(args, {"--force", "--help", "-h"}, {}, &a, &err)) return Fail(kExitUsage, "format: " + err);
+  if (a.Has("--help") || a.Has("-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  if (a.pos.size() != 1) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  auto dev = OpenOffline("cache", a.pos[0], true);
+  if (!dev.ok()) return OpenFail(dev.status());
+  log::CheckReport r;
+  Status st = log::CheckCache(*dev.value(), &r);
+  if (!st.ok()) return Fail(kExitFailure, "format: " + st.message());
+  if (r.blank) {
+    std::printf("%s is blank already: the next mount formats it\n", a.pos[0].c_str());
+    return kExitOk;
+  }
+  const bool force = a.Has("--force");
+  if (!force && r.meta.sb.nr_segments == 0) {
+    return Fail(kExitFailure, a.pos[0] + " does not hold a wbfs cache (" +
+                                  (r.problems.empty() ? std::string("unknown content") : r.problems[0].what) +
+                                  "); use --force to zero its first 4 KiB anyway");
+  }
+  if (!force && r.nr_dirty_cache_blocks > 0) {
+    return Fail(kExitFailure, a.pos[0] + " holds " + std::to_string(r.nr_dirty_cache_blocks) +
+                                  " dirty blocks (" + Size(r.nr_dirty_cache_blocks * 4096) +
+                                  ") that are not on the backing; run 'wbfs writeback' first, or "
+                                  "use --force to discard them");
+  }
+  AlignedBuffer zero(format::kBlockSize);
+  st = dev.value()->WriteAt(0, zero.data(), format::kBlockSize);
+  if (st.ok()) st = dev.value()->Sync();
+  if (!st.ok()) return Fail(kExitFailure, "format: " + st.message());
+  std::printf("%s: superblock zeroed%s; the next mount formats the cache\n", a.pos[0].c_str(),
+              r.nr_dirty_cache_blocks ? (" (" + std::to_string(r.nr_dirty_cache_blocks) +
+                                         " dirty blocks discarded)").c_str() : "");
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------ writeback
+
+namespace {
+volatile sig_atomic_t g_stop = 0;
+void OnStop(int) { g_stop = 1; }
+}  // namespace
+
+int CmdWriteback(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs writeback --backing PATH --cache PATH\n"
+      "\n"
+      "Offline: replays the log and writes every dirty block to the backing (sorted\n"
+      "and merged), syncs it, then marks the cache clean. Afterwards the backing\n"
+      "alone is the complete image: the way to detach a cache, or to recover an\n"
+      "image when the machine that ran the mount is gone. Safe to interrupt (Ctrl-C)\n"
+      "and run again.\n";
+  Args a;
+  std::string err;
+  if (!ParseArgs(args, {"--help", "-h"}, {"--backing", "--cache"}, &a, &err)) {
+    return Fail(kExitUsage, "writeback: " + err);
+  }
+  if (a.Has("--help") || a.Has("-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  const std::string bpath = a.Value("--backing"), cpath = a.Value("--cache");
+  if (!a.pos.empty() || bpath.empty() || cpath.empty()) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  auto backing = OpenOffline("backing", bpath, true);
+  if (!backing.ok()) return OpenFail(backing.status());
+  DeviceOptions co;
+  co.direct = true;
+  auto cache = OpenPosixDevice(cpath, co);
+  if (!cache.ok()) {
+    if (cache.status().code() == Status::Code::kBusy) {
+      return Fail(kExitFailure, "cache " + cpath + " is in use by a mount; unmount it first");
+    }
+    return OpenFail(cache.status());
+  }
+  EngineOptions eo;
+  eo.background = false;
+  eo.format_blank_cache = false;
+  eo.log = [](const std::string& m) { std::cerr << "wbfs: " << m << "\n"; };
+  auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()));
+  if (!engine.ok()) {
+    if (engine.status().message().find("is not formatted") != std::string::npos) {
+      std::printf("%s is blank: nothing to write back\n", cpath.c_str());
+      return kExitOk;
+    }
+    return Fail(kExitFailure, "writeback: " + engine.status().message());
+  }
+  Engine* e = engine.value().get();
+  const uint64_t total = e->Stats().nr_dirty_cache_blocks;
+  struct sigaction sa {};
+  sa.sa_handler = OnStop;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::atomic<bool> done{false};
+  Status wst;
+  std::thread worker([&] {
+    wst = e->WritebackAll();
+    done = true;
+  });
+  const bool tty = ::isatty(STDOUT_FILENO);
+  auto start = std::chrono::steady_clock::now();
+  auto last = start;
+  bool stopping = false;
+  while (!done) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (g_stop && !stopping) {
+      stopping = true;
+      (void)e->Close();  // stops the batch in flight at once; the log stays valid
+    }
+    const uint64_t left = e->Stats().nr_dirty_cache_blocks;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = secs > 0 ? static_cast<double>(total - std::min(total, left)) * 4096 / secs : 0;
+    if (tty) {
+      int filled = total ? static_cast<int>(30 * (total - std::min(total, left)) / total) : 30;
+      std::printf("\r\033[Kwriteback [%s%s] %s left, %s/s", std::string(filled, '#').c_str(),
+                  std::string(30 - filled, '.').c_str(), Size(left * 4096).c_str(),
+                  Size(static_cast<uint64_t>(rate)).c_str());
+      std::fflush(stdout);
+    } else if (std::chrono::steady_clock::now() - last >= std::chrono::seconds(5)) {
+      std::printf("writeback: %s left\n", Size(left * 4096).c_str());
+      std::fflush(stdout);
+      last = std::chrono::steady_clock::now();
+    }
+  }
+  worker.join();
+  if (tty) std::printf("\r\033[K");
+  if (stopping) {
+    std::printf("writeback: interrupted with %s left; run it again to finish\n",
+                Size(e->Stats().nr_dirty_cache_blocks * 4096).c_str());
+    return 130;
+  }
+  if (!wst.ok()) return Fail(kExitFailure, "writeback: " + wst.message());
+  Status cs = e->CloseClean();
+  if (!cs.ok()) return Fail(kExitFailure, "writeback: " + cs.message());
+  std::printf("writeback: %llu dirty blocks (%s) written; the cache is clean and %s alone is "
+              "the image\n",
+              static_cast<unsigned long long>(total), Size(total * 4096).c_str(), bpath.c_str());
+  return kExitOk;
+}
+
+}  // namespace wbfs::cli
