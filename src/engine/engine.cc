@@ -1071,10 +1071,14 @@ void EngineImpl::SetFailedLocked(const Status& st) {
 
 // ---------------------------------------------------------------- writeback
 
-// The log is full: a writer needs the slot of segment `upto`.
+// The log is full: a writer needs the slot of segment `upto`. It waits
+// anyway, so it gets a full batch: one backing sync per batch, not per
+// segment (a 1-segment batch made streaming through a full cache pay a
+// backing sync every 512 KiB). The background thread keeps the shrinking
+// batch, so that a writer never waits long for it.
 Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
   st_.nr_writeback_waits++;
-  return WritebackLocked(lk, upto, false, BatchLocked());
+  return WritebackLocked(lk, upto, false, static_cast<uint64_t>(tun_.nr_max_batched_writeback));
 }
 
 Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {

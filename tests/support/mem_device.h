@@ -90,6 +90,19 @@ struct MemDisk {
     std::lock_guard<std::mutex> l(mu);
     paused = true;
   }
+  void PauseReads() {
+    std::lock_guard<std::mutex> l(mu);
+    paused_reads = true;
+  }
+  // How many calls are stalled now (tests poll this from another thread).
+  uint64_t WaitingWrites() {
+    std::lock_guard<std::mutex> l(mu);
+    return waiting_writes;
+  }
+  uint64_t WaitingReads() {
+    std::lock_guard<std::mutex> l(mu);
+    return waiting_reads;
+  }
   void Resume() {
     std::lock_guard<std::mutex> l(mu);
     paused = false;

@@ -142,12 +142,12 @@ TEST_CASE("a write racing a staging read wins") {
     r.opts.tunables.read_cache_threshold = 8;
     r.opts.tunables.write_around_mode = around;
     r.Open();
-    r.backing->paused_reads = true;
+    r.backing->PauseReads();
     std::thread reader([&] { r.ReadBlock(42); });  // reserves a cell, reads, stalls
-    for (int i = 0; i < 300 && r.backing->waiting_reads == 0; i++) {
+    for (int i = 0; i < 300 && r.backing->WaitingReads() == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    REQUIRE(r.backing->waiting_reads == 1);
+    REQUIRE(r.backing->WaitingReads() == 1);
     // The reader holds the old data; the write lands before it returns.
     std::vector<uint8_t> fresh(4096, 0xEE);
     REQUIRE(r.e->Write(42 * 4096, fresh.data(), 4096).ok());

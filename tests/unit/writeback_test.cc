@@ -121,10 +121,10 @@ TEST_CASE("writers waiting on a full log resume once writeback frees space") {
     CHECK(r.e->Write(6 << 20, b.data(), b.size()).ok());
     done = true;
   });
-  for (int i = 0; i < 200 && r.backing->waiting_writes == 0; i++) {
+  for (int i = 0; i < 200 && r.backing->WaitingWrites() == 0; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  CHECK(r.backing->waiting_writes > 0);  // writeback is stuck on the backing
+  CHECK(r.backing->WaitingWrites() > 0);  // writeback is stuck on the backing
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK_FALSE(done.load());  // so the writer waits, without an error
   r.backing->Resume();
