@@ -29,12 +29,6 @@ Result<nlohmann::json> Ask(ctl::Client& client, const std::string& req) {
   return j;
 }
 
-std::string Mib(double bytes) {
-  char b[32];
-  std::snprintf(b, sizeof(b), "%.1f MiB", bytes / 1048576.0);
-  return b;
-}
-
 // Waits until no dirty block remains, showing progress: a bar on a
 // terminal, a plain line every 5 s otherwise. Ctrl-C stops the waiting,
 // not the writeback.
@@ -63,12 +57,12 @@ int WaitForClean(ctl::Client& client) {
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     const double done = static_cast<double>(first_dirty > dirty ? first_dirty - dirty : 0) * 4096;
     const double rate = secs > 0 ? done / secs : 0;
-    const std::string left = Mib(static_cast<double>(dirty) * 4096);
+    const std::string left = HumanBytes(dirty * 4096);
     const std::string note = j.value()["writeback_failing"].get<bool>() ? "  (writeback failing, retrying; see the log)" : "";
     if (dirty == 0) {
       if (tty) std::printf("\r\033[K");
       std::printf("drop_caches: every dirty block is on the backing (%s in %.1f s)\n",
-                  Mib(done).c_str(), secs);
+                  HumanBytes(static_cast<uint64_t>(done)).c_str(), secs);
       return kExitOk;
     }
     if (g_interrupted) {
@@ -80,10 +74,10 @@ int WaitForClean(ctl::Client& client) {
       const int width = 30;
       int filled = first_dirty ? static_cast<int>(width * (first_dirty - dirty) / first_dirty) : 0;
       std::printf("\r\033[Kdrop_caches [%s%s] %s left, %s/s%s", std::string(filled, '#').c_str(),
-                  std::string(width - filled, '.').c_str(), left.c_str(), Mib(rate).c_str(), note.c_str());
+                  std::string(width - filled, '.').c_str(), left.c_str(), HumanBytes(static_cast<uint64_t>(rate)).c_str(), note.c_str());
       std::fflush(stdout);
     } else if (Clock::now() - last_line >= std::chrono::seconds(5)) {
-      std::printf("drop_caches: %s left, %s/s%s\n", left.c_str(), Mib(rate).c_str(), note.c_str());
+      std::printf("drop_caches: %s left, %s/s%s\n", left.c_str(), HumanBytes(static_cast<uint64_t>(rate)).c_str(), note.c_str());
       std::fflush(stdout);
       last_line = Clock::now();
     }

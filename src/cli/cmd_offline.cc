@@ -27,19 +27,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string Size(uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-
 // Opens a cache (or backing) for an offline tool, with a mount's locks.
 Result<std::unique_ptr<Device>> OpenOffline(const std::string& what, const std::string& path,
                                             bool write) {
@@ -111,6 +98,25 @@ bool ParseArgs(const std::vector<std::string>& in, const std::vector<std::string
   return true;
 }
 
+// The preamble of a command on one CACHE with flags `known` (and --help):
+// -1 to go on, or the exit code.
+int ParseCacheCommand(const std::vector<std::string>& args, const char* cmd, const char* usage,
+                      std::vector<std::string> known, Args* a) {
+  std::string err;
+  known.push_back("--help");
+  known.push_back("-h");
+  if (!ParseArgs(args, known, {}, a, &err)) return Fail(kExitUsage, std::string(cmd) + ": " + err);
+  if (a->Has("--help") || a->Has("-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  if (a->pos.size() != 1) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  return -1;
+}
+
 std::string MaskBits(uint8_t m) {
   std::string s;
   for (int i = 0; i < 8; i++) s += (m >> i) & 1 ? '1' : '0';
@@ -131,16 +137,7 @@ int CmdCheck(const std::vector<std::string>& args) {
       "A torn newest write left by a crash is the normal end of the log: reported,\n"
       "but consistent. Exit 0 consistent, 1 inconsistent (or unreadable), 2 usage.\n";
   Args a;
-  std::string err;
-  if (!ParseArgs(args, {"--json", "--help", "-h"}, {}, &a, &err)) return Fail(kExitUsage, "check: " + err);
-  if (a.Has("--help") || a.Has("-h")) {
-    std::cout << usage;
-    return kExitOk;
-  }
-  if (a.pos.size() != 1) {
-    std::cerr << usage;
-    return kExitUsage;
-  }
+  if (int rc = ParseCacheCommand(args, "check", usage, {"--json"}, &a); rc >= 0) return rc;
   auto dev = OpenOffline("cache", a.pos[0], false);
   if (!dev.ok()) return OpenFail(dev.status());
   log::CheckReport r;
@@ -180,7 +177,7 @@ int CmdCheck(const std::vector<std::string>& args) {
     } else if (r.meta.sb.nr_segments) {
       std::printf("  wbfs cache, format %u: %llu segments of %s, for a backing of %s\n",
                   r.meta.sb.version, static_cast<unsigned long long>(r.meta.sb.nr_segments),
-                  Size(r.meta.sb.segment_size).c_str(), Size(r.meta.sb.backing_size).c_str());
+                  HumanBytes(r.meta.sb.segment_size).c_str(), HumanBytes(r.meta.sb.backing_size).c_str());
       if (r.nr_chunks) {
         std::printf("  log: segments %llu..%llu, chunks seq %llu..%llu (%llu chunks)\n",
                     static_cast<unsigned long long>(r.first_segment),
@@ -195,7 +192,7 @@ int CmdCheck(const std::vector<std::string>& args) {
       std::printf("  blocks: %llu cached, %llu dirty (%s not on the backing yet)\n",
                   static_cast<unsigned long long>(r.nr_cached_blocks),
                   static_cast<unsigned long long>(r.nr_dirty_cache_blocks),
-                  Size(r.nr_dirty_cache_blocks * 4096).c_str());
+                  HumanBytes(r.nr_dirty_cache_blocks * 4096).c_str());
     }
     for (const auto& p : r.problems) {
       std::printf("  %s at offset %llu: %s\n", p.corrupt ? "CORRUPT" : "note",
@@ -376,16 +373,7 @@ int CmdFormat(const std::vector<std::string>& args) {
       "cache that still holds dirty data (run 'wbfs writeback' first) or that does\n"
       "not hold a wbfs cache, unless --force.\n";
   Args a;
-  std::string err;
-  if (!ParseArgs(args, {"--force", "--help", "-h"}, {}, &a, &err)) return Fail(kExitUsage, "format: " + err);
-  if (a.Has("--help") || a.Has("-h")) {
-    std::cout << usage;
-    return kExitOk;
-  }
-  if (a.pos.size() != 1) {
-    std::cerr << usage;
-    return kExitUsage;
-  }
+  if (int rc = ParseCacheCommand(args, "format", usage, {"--force"}, &a); rc >= 0) return rc;
   auto dev = OpenOffline("cache", a.pos[0], true);
   if (!dev.ok()) return OpenFail(dev.status());
   log::CheckReport r;
@@ -403,7 +391,7 @@ int CmdFormat(const std::vector<std::string>& args) {
   }
   if (!force && r.nr_dirty_cache_blocks > 0) {
     return Fail(kExitFailure, a.pos[0] + " holds " + std::to_string(r.nr_dirty_cache_blocks) +
-                                  " dirty blocks (" + Size(r.nr_dirty_cache_blocks * 4096) +
+                                  " dirty blocks (" + HumanBytes(r.nr_dirty_cache_blocks * 4096) +
                                   ") that are not on the backing; run 'wbfs writeback' first, or "
                                   "use --force to discard them");
   }
@@ -498,11 +486,11 @@ int CmdWriteback(const std::vector<std::string>& args) {
     if (tty) {
       int filled = total ? static_cast<int>(30 * (total - std::min(total, left)) / total) : 30;
       std::printf("\r\033[Kwriteback [%s%s] %s left, %s/s", std::string(filled, '#').c_str(),
-                  std::string(30 - filled, '.').c_str(), Size(left * 4096).c_str(),
-                  Size(static_cast<uint64_t>(rate)).c_str());
+                  std::string(30 - filled, '.').c_str(), HumanBytes(left * 4096).c_str(),
+                  HumanBytes(static_cast<uint64_t>(rate)).c_str());
       std::fflush(stdout);
     } else if (std::chrono::steady_clock::now() - last >= std::chrono::seconds(5)) {
-      std::printf("writeback: %s left\n", Size(left * 4096).c_str());
+      std::printf("writeback: %s left\n", HumanBytes(left * 4096).c_str());
       std::fflush(stdout);
       last = std::chrono::steady_clock::now();
     }
@@ -511,7 +499,7 @@ int CmdWriteback(const std::vector<std::string>& args) {
   if (tty) std::printf("\r\033[K");
   if (stopping) {
     std::printf("writeback: interrupted with %s left; run it again to finish\n",
-                Size(e->Stats().nr_dirty_cache_blocks * 4096).c_str());
+                HumanBytes(e->Stats().nr_dirty_cache_blocks * 4096).c_str());
     return 130;
   }
   if (!wst.ok()) return Fail(kExitFailure, "writeback: " + wst.message());
@@ -519,7 +507,7 @@ int CmdWriteback(const std::vector<std::string>& args) {
   if (!cs.ok()) return Fail(kExitFailure, "writeback: " + cs.message());
   std::printf("writeback: %llu dirty blocks (%s) written; the cache is clean and %s alone is "
               "the image\n",
-              static_cast<unsigned long long>(total), Size(total * 4096).c_str(), bpath.c_str());
+              static_cast<unsigned long long>(total), HumanBytes(total * 4096).c_str(), bpath.c_str());
   return kExitOk;
 }
 

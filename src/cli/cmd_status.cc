@@ -11,19 +11,6 @@
 namespace wbfs::cli {
 namespace {
 
-std::string Bytes(uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-
 }  // namespace
 
 int CmdStatus(const std::vector<std::string>& args) {
@@ -69,16 +56,16 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("backing", j["backing"].get<std::string>());
   row("cache", j["cache"].get<std::string>());
   row("state", j["failed"].get<bool>() ? "FAILED: " + j["error"].get<std::string>() : "ok");
-  row("image size", Bytes(j["image_size"].get<uint64_t>()));
-  row("segments", n("nr_segments") + " x " + Bytes(j["segment_size"].get<uint64_t>()));
+  row("image size", HumanBytes(j["image_size"].get<uint64_t>()));
+  row("segments", n("nr_segments") + " x " + HumanBytes(j["segment_size"].get<uint64_t>()));
   const uint64_t cache_blocks = j["nr_cache_blocks"].get<uint64_t>();
   auto pct = [&](const char* k) {
     return std::to_string(cache_blocks ? j[k].get<uint64_t>() * 100 / cache_blocks : 0) + "%";
   };
-  row("cache blocks", n("nr_cache_blocks") + " (" + Bytes(cache_blocks * 4096) + ")");
+  row("cache blocks", n("nr_cache_blocks") + " (" + HumanBytes(cache_blocks * 4096) + ")");
   row("cached blocks", n("nr_cached_blocks") + " (" + pct("nr_cached_blocks") + " of the cache)");
   row("dirty blocks", n("nr_dirty_cache_blocks") + " (" +
-                          Bytes(j["nr_dirty_cache_blocks"].get<uint64_t>() * 4096) + ", " +
+                          HumanBytes(j["nr_dirty_cache_blocks"].get<uint64_t>() * 4096) + ", " +
                           pct("nr_dirty_cache_blocks") + ")");
   row("current id", n("current_id"));
   row("last flushed id", n("last_flushed_id"));
@@ -93,10 +80,10 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("writeback", wb);
   row("writes that waited", n("nr_writeback_waits") + " (log full)");
   row("staged reads", n("nr_staged_blocks") + " blocks (" + n("nr_staging") + " pending)");
-  row("discarded", Bytes(j["discarded_bytes"].get<uint64_t>()));
-  row("written by users", Bytes(j["user_bytes_written"].get<uint64_t>()));
-  row("written to cache", Bytes(j["cache_bytes_written"].get<uint64_t>()));
-  row("written to backing", Bytes(j["backing_bytes_written"].get<uint64_t>()));
+  row("discarded", HumanBytes(j["discarded_bytes"].get<uint64_t>()));
+  row("written by users", HumanBytes(j["user_bytes_written"].get<uint64_t>()));
+  row("written to cache", HumanBytes(j["cache_bytes_written"].get<uint64_t>()));
+  row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()));
   std::printf("\ncounters (per 4 KiB piece)       hit-buffer  hit-cache   miss\n");
   for (const char* op : {"write", "read"}) {
     for (const char* size : {"full", "partial"}) {

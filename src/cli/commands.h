@@ -30,6 +30,7 @@ int CmdMountHelper(const std::vector<std::string>& args);
 int Fail(int code, const std::string& message);
 
 // Helpers shared by commands.
+std::string HumanBytes(uint64_t bytes);  // "1.5 GiB"
 std::string AbsolutePath(const std::string& path);  // lexical, no symlinks
 bool IsMountPoint(const std::string& abs_path);
 

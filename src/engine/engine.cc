@@ -217,6 +217,7 @@ class EngineImpl final : public Engine {
   bool write_around() const { return opts_.tunables.write_around_mode != 0; }
   Status EnsureRoomLocked(Lock& lk);
   void CutChunkLocked();
+  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents);
   Status AcquireSegmentLocked(Lock& lk);
   Status WaitFlushedLocked(Lock& lk, uint64_t seq);
   // Writes back sealed segments up to `upto` (a batch at a time), and with
@@ -739,20 +740,7 @@ Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x, bool h
   uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
   std::memset(header, 0, kBlockSize);
   format::EncodeChunkExtent(header, 0, 0, x);
-  uint64_t seq = next_seq_++;
-  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, 0, 1, seq});
-  if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
-  s.last_chunk_seq = seq;
-  s.unflushed++;
-  s.fill = chunk_start_ + 1;
-  last_cut_seq_ = seq;
-  if (!format::ChunkFits(s.fill)) {
-    s.sealed = true;
-    cur_ = -1;
-  } else {
-    chunk_start_ = s.fill;
-  }
-  cv_.notify_all();
+  const uint64_t seq = QueueChunkLocked(0, 1);
   PumpLocked(lk);
   if (x.kind == format::kExtentPunched) return Status::OK();  // rides with the next flush
   WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, seq));
@@ -856,13 +844,20 @@ void EngineImpl::CutChunkLocked() {
                              {SlotWord::Block(w), SlotWord::Mask(w),
                               static_cast<uint8_t>(SlotWord::Dirty(w) ? format::kEntryDirty : 0)});
   }
-  uint64_t seq = next_seq_++;
-  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_,
-                   static_cast<uint16_t>(chunk_n_), 0, seq});
+  QueueChunkLocked(static_cast<uint16_t>(chunk_n_), 0);
+}
+
+// The open chunk (header at chunk_start_, its entries encoded) goes to
+// the flusher with the next seq; the next chunk opens after it, or the
+// segment is sealed when no chunk fits any more. Returns the seq.
+uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents) {
+  Segment& s = segs_[cur_];
+  const uint64_t seq = next_seq_++;
+  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq});
   if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
   s.last_chunk_seq = seq;
   s.unflushed++;
-  s.fill = chunk_start_ + 1 + chunk_n_;
+  s.fill = chunk_start_ + format::ChunkBlocks(nr_blocks);
   last_cut_seq_ = seq;
   if (!format::ChunkFits(s.fill)) {
     s.sealed = true;
@@ -872,6 +867,7 @@ void EngineImpl::CutChunkLocked() {
   }
   chunk_n_ = 0;
   cv_.notify_all();
+  return seq;
 }
 
 Status EngineImpl::AcquireSegmentLocked(Lock& lk) {

@@ -71,12 +71,12 @@ mk_files() {
 wbfs_mount() { "$WBFS" mount --backing "$T/backing.img" --cache "$T/cache.img" "$@" "$MNT"; }
 wbfs_umount() { "$WBFS" umount "$MNT"; }
 
-# losetup on the image, remembered for cleanup; prints the device.
+# losetup on the image, remembered for cleanup; sets LOOPDEV. (Not
+# dev=$(loop_attach): a command substitution is a subshell, and the device
+# would never reach _loops, so a failing test would leak it.)
 loop_attach() {
-  local dev
-  dev=$(losetup --direct-io=on -f --show "$MNT/image")
-  _loops+=("$dev")
-  echo "$dev"
+  LOOPDEV=$(losetup --direct-io=on -f --show "$MNT/image")
+  _loops+=("$LOOPDEV")
 }
 loop_detach() {
   losetup -d "$1"

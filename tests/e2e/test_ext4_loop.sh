@@ -6,7 +6,8 @@ command -v mkfs.ext4 >/dev/null || skip "needs e2fsprogs"
 
 mk_files 512 48
 wbfs_mount
-dev=$(loop_attach)
+loop_attach
+dev=$LOOPDEV
 mkfs.ext4 -q -F "$dev"
 mkdir -p "$T/fs"
 mount "$dev" "$T/fs"
@@ -23,7 +24,8 @@ loop_detach "$dev"
 wbfs_umount
 
 wbfs_mount
-dev=$(loop_attach)
+loop_attach
+dev=$LOOPDEV
 e2fsck -fn "$dev" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors"; }
 mount "$dev" "$T/fs"
 (cd "$T/fs" && sha256sum --quiet -c "$T/sums") || fail "checksums differ"

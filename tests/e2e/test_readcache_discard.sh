@@ -69,7 +69,8 @@ wbfs_umount
 
 # fstrim on ext4 on a loop device.
 wbfs_mount
-dev=$(loop_attach)
+loop_attach
+dev=$LOOPDEV
 mkfs.ext4 -q -F -E nodiscard "$dev"
 mkdir -p "$T/fs"
 mount "$dev" "$T/fs"
@@ -95,7 +96,8 @@ loop_detach "$dev"
 wbfs_umount
 
 wbfs_mount
-dev=$(loop_attach)
+loop_attach
+dev=$LOOPDEV
 e2fsck -fn "$dev" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors"; }
 checked=0
 while read -r start end; do
