@@ -132,6 +132,11 @@ struct MemDisk {
     pending.clear();
     frozen = false;
   }
+  // The power is gone for whoever still holds this disk (see frozen).
+  void Freeze() {
+    std::lock_guard<std::mutex> l(mu);
+    frozen = true;
+  }
   void ClearFaults() {
     std::lock_guard<std::mutex> l(mu);
     fail_read_after = fail_write_after = fail_sync_after = -1;

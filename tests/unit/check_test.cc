@@ -28,7 +28,7 @@ std::shared_ptr<MemDisk> BuildCache() {
     REQUIRE(e->Write(uint64_t(700 + i) * 4096, b.data(), 4096).ok());
     REQUIRE(e->Flush().ok());
   }
-  cache->frozen = true;  // a crash: no clean close
+  cache->Freeze();  // a crash: no clean close
   e.reset();
   cache->KeepAll();
   return cache;

@@ -227,8 +227,8 @@ TEST_CASE("a process crash keeps every flushed write") {
   REQUIRE(r.e->Flush().ok());
   std::vector<uint8_t> flushed = r.model;
   r.Write(200000, 5000);  // never flushed: may or may not survive
-  r.cache->frozen = true;
-  r.backing->frozen = true;
+  r.cache->Freeze();
+  r.backing->Freeze();
   r.e.reset();  // the engine's last writes fail: a dead process
   r.cache->KeepAll();
   r.backing->KeepAll();
@@ -264,8 +264,8 @@ TEST_CASE("power cuts: flushed writes survive, nothing stale comes back") {
         }
       }
       // Power cut.
-      r.cache->frozen = true;
-      r.backing->frozen = true;
+      r.cache->Freeze();
+      r.backing->Freeze();
       r.e.reset();
       r.cache->Crash(g);
       r.backing->Crash(g);

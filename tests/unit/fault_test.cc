@@ -120,7 +120,8 @@ TEST_CASE("a failed cache sync fails the fsync; what an earlier fsync covered su
   CHECK(r.Matches(0, 50000));                             // reads go on
   CHECK(r.Logged("cache failed") == 1);
   // Power cut, remount on a healthy disk.
-  r.cache->frozen = r.backing->frozen = true;
+  r.cache->Freeze();
+  r.backing->Freeze();
   r.e.reset();
   std::mt19937_64 g(1);
   r.cache->Crash(g);
@@ -142,7 +143,8 @@ TEST_CASE("a short cache write is a failed write: the torn chunk is dropped at r
   REQUIRE(r.Write(0, 16384).ok());  // lands in RAM
   CHECK(r.e->Flush().code() == Status::Code::kIOError);
   CHECK(r.Matches(0, 16384));  // the RAM copy still serves reads
-  r.cache->frozen = r.backing->frozen = true;
+  r.cache->Freeze();
+  r.backing->Freeze();
   r.e.reset();
   r.cache->KeepAll();  // keep the half-written chunk: it must not validate
   r.backing->KeepAll();

@@ -34,7 +34,8 @@ struct RcRig {
     e = std::move(r.value());
   }
   void Crash() {
-    cache->frozen = backing->frozen = true;
+    cache->Freeze();
+    backing->Freeze();
     e.reset();
     std::mt19937_64 g(9);
     cache->Crash(g);

@@ -31,7 +31,8 @@ struct Rig {
   }
   // A power cut that keeps nothing unsynced.
   void PowerCut() {
-    cache->frozen = backing->frozen = true;
+    cache->Freeze();
+    backing->Freeze();
     e.reset();
     for (auto* d : {cache.get(), backing.get()}) {
       d->pending.clear();

@@ -149,7 +149,8 @@ TEST_CASE("the superblock record is honoured at replay: written-back segments ar
   const uint64_t dirty = r.e->Stats().nr_dirty_cache_blocks;
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the record is updated
   // A crash: nothing after this point reaches the disks.
-  r.cache->frozen = r.backing->frozen = true;
+  r.cache->Freeze();
+  r.backing->Freeze();
   r.e.reset();
   r.cache->KeepAll();
   r.backing->KeepAll();
