@@ -129,8 +129,7 @@ int CmdMessage(const std::vector<std::string>& args) {
   } else {
     return Fail(kExitUsage, "message: unknown message '" + args[1] + "'; see 'wbfs message --help'");
   }
-  char buf[PATH_MAX];
-  std::string mp = ::realpath(args[0].c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(args[0]);
+  const std::string mp = MountpointPath(args[0]);
   ctl::Client client;
   Status st = client.Connect(mp);
   if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");

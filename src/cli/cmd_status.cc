@@ -35,8 +35,7 @@ int CmdStatus(const std::vector<std::string>& args) {
     std::cerr << usage;
     return kExitUsage;
   }
-  char buf[PATH_MAX];
-  mp = ::realpath(mp.c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(mp);
+  mp = MountpointPath(mp);
   ctl::Client client;
   Status st = client.Connect(mp);
   if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");

@@ -41,9 +41,7 @@ int CmdUmount(const std::vector<std::string>& args) {
     std::cerr << usage;
     return kExitUsage;
   }
-  // A dead daemon's mount cannot be stat'ed (ENOTCONN): resolve lexically.
-  char buf[PATH_MAX];
-  std::string mp = ::realpath(target.c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(target);
+  const std::string mp = MountpointPath(target);
   if (!IsMountPoint(mp)) return Fail(kExitFailure, mp + " is not mounted");
   ctl::Client client;
   bool live = client.Connect(mp).ok();

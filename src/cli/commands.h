@@ -32,6 +32,9 @@ int Fail(int code, const std::string& message);
 // Helpers shared by commands.
 std::string HumanBytes(uint64_t bytes);  // "1.5 GiB"
 std::string AbsolutePath(const std::string& path);  // lexical, no symlinks
+// A mountpoint given on the command line, resolved; a dead daemon's mount
+// cannot be stat'ed (ENOTCONN), so that one is resolved lexically.
+std::string MountpointPath(const std::string& arg);
 bool IsMountPoint(const std::string& abs_path);
 
 }  // namespace wbfs::cli

@@ -1,4 +1,6 @@
 // wbfs: a userspace write-back cache for disk images.
+#include <climits>
+#include <cstdlib>
 #include <unistd.h>
 
 #include <cstdio>
@@ -51,6 +53,11 @@ std::string AbsolutePath(const std::string& path) {
   std::string out;
   for (const auto& x : parts) out += "/" + x;
   return out.empty() ? "/" : out;
+}
+
+std::string MountpointPath(const std::string& arg) {
+  char buf[PATH_MAX];
+  return ::realpath(arg.c_str(), buf) != nullptr ? std::string(buf) : AbsolutePath(arg);
 }
 
 namespace {

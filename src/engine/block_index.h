@@ -88,7 +88,6 @@ class BlockIndex {
   }
 
   uint64_t size() const { return size_; }
-  uint64_t MemoryBytes() const { return buckets_.size() * sizeof(uint32_t); }
 
  private:
   uint64_t Hash(uint64_t block) const {

@@ -198,6 +198,8 @@ class EngineImpl final : public Engine {
   // Puts a new version of `block` in the next slot of the open chunk.
   void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty);
   void InvalidateLocked(uint32_t slot);
+  // The valid slots caching blocks [start, start + count).
+  std::vector<uint32_t> SlotsInRangeLocked(uint64_t start, uint64_t count) const;
   // Drops every cached copy of blocks [start, start + count), dirty or not.
   void InvalidateRangeLocked(uint64_t start, uint64_t count);
   // Replay: punches the backing again for the discards in the log, except
@@ -678,17 +680,8 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
 Status EngineImpl::RepunchLocked(const std::vector<format::Extent>& discards) {
   for (const format::Extent& x : discards) {
     std::vector<uint64_t> cached;
-    if (x.count < index_.size() * 2) {
-      for (uint64_t b = x.start; b < x.start + x.count; b++) {
-        if (index_.Find(b) != BlockIndex::kNone) cached.push_back(b);
-      }
-    } else {
-      for (uint32_t slot = 0; slot < nr_slots_; slot++) {
-        uint64_t w = slots_[slot];
-        if (SlotWord::Valid(w) && SlotWord::Block(w) - x.start < x.count) cached.push_back(SlotWord::Block(w));
-      }
-      std::sort(cached.begin(), cached.end());
-    }
+    for (uint32_t slot : SlotsInRangeLocked(x.start, x.count)) cached.push_back(SlotWord::Block(slots_[slot]));
+    std::sort(cached.begin(), cached.end());
     cached.push_back(x.start + x.count);  // sentinel
     uint64_t from = x.start;
     for (uint64_t b : cached) {
@@ -701,18 +694,26 @@ Status EngineImpl::RepunchLocked(const std::vector<format::Extent>& discards) {
   return Status::OK();
 }
 
-void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
+// A range of a few blocks is looked up block by block; a huge one (a 4 GiB
+// discard) by one pass over the slot table, whichever is shorter.
+std::vector<uint32_t> EngineImpl::SlotsInRangeLocked(uint64_t start, uint64_t count) const {
+  std::vector<uint32_t> out;
   if (count < index_.size() * 2) {
     for (uint64_t b = start; b < start + count; b++) {
       uint32_t slot = index_.Find(b);
-      if (slot != BlockIndex::kNone) InvalidateLocked(slot);
+      if (slot != BlockIndex::kNone) out.push_back(slot);
     }
-    return;
+    return out;
   }
   for (uint32_t slot = 0; slot < nr_slots_; slot++) {
     uint64_t w = slots_[slot];
-    if (SlotWord::Valid(w) && SlotWord::Block(w) - start < count) InvalidateLocked(slot);
+    if (SlotWord::Valid(w) && SlotWord::Block(w) - start < count) out.push_back(slot);
   }
+  return out;
+}
+
+void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
+  for (uint32_t slot : SlotsInRangeLocked(start, count)) InvalidateLocked(slot);
 }
 
 // The extent chunk is cut, flushed and synced before this returns.

@@ -68,19 +68,13 @@ class ReadStager {
     std::memcpy(it->second.data.get(), data, format::kBlockSize);
   }
 
-  void Cancel(uint64_t block) {
-    if (cells_.erase(block)) cancelled_++;
-  }
+  void Cancel(uint64_t block) { cells_.erase(block); }
   void CancelRange(uint64_t start, uint64_t count) {
     for (auto it = cells_.lower_bound(start); it != cells_.end() && it->first - start < count;) {
       it = cells_.erase(it);
-      cancelled_++;
     }
   }
-  void Clear() {
-    cancelled_ += cells_.size();
-    cells_.clear();
-  }
+  void Clear() { cells_.clear(); }
 
   // Blocks ready to inject: filled cells at least `min_age` old (all filled
   // ones when the stager is half full), after cancelling every run of more
@@ -99,7 +93,6 @@ class ReadStager {
         n++;
       }
       if (n > limit) {
-        cancelled_ += n;
         it = cells_.erase(it, end);
       } else {
         it = end;
@@ -120,7 +113,6 @@ class ReadStager {
     return it == cells_.end() ? nullptr : it->second.data.get();
   }
   void Remove(uint64_t block) { cells_.erase(block); }
-  uint64_t cancelled() const { return cancelled_; }
 
  private:
   struct Cell {
@@ -132,7 +124,6 @@ class ReadStager {
     for (auto it = cells_.begin(); it != cells_.end();) {
       if (it->second.run == run) {
         it = cells_.erase(it);
-        cancelled_++;
       } else {
         ++it;
       }
@@ -143,7 +134,6 @@ class ReadStager {
   uint64_t run_ = 0;
   uint64_t run_len_ = 0;
   uint64_t next_ = UINT64_MAX;
-  uint64_t cancelled_ = 0;
 };
 
 }  // namespace wbfs
