@@ -44,6 +44,9 @@ struct DeviceOptions {
   // Open with O_DIRECT when the file system allows it.
   bool direct = false;
   bool read_only = false;
+  // Create a missing regular file (mode 0600; its directory is synced so
+  // the new name is durable).
+  bool create = false;
 };
 
 Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const DeviceOptions& o);

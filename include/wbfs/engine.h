@@ -85,7 +85,22 @@ struct EngineStats {
   bool writeback_failing = false;
   uint64_t replayed_chunks = 0;   // at open
   uint64_t dropped_chunks = 0;    // torn tail dropped at open
-  uint64_t repunched_discards = 0;  // discards replayed onto the backing at open
+  uint64_t pending_discards = 0;  // logged, not yet punched on the backing
+  uint64_t nr_writeback_units = 0;
+  // The journal (writeback units reach the backing atomically through it).
+  bool journal = false;
+  std::string journal_name;
+  uint64_t journal_bytes_written = 0;
+  bool journal_replayed = false;   // at open: an interrupted unit was applied again
+  // The flush point the backing alone represents: the image as of the cut
+  // of chunk backing_point_seq (wall-clock ms backing_point_ms); 0 when
+  // unknown (nothing written back since the cache was formatted, or the
+  // backing was written without the journal).
+  uint64_t backing_point_seq = 0;
+  uint64_t backing_point_ms = 0;
+  // Wall-clock ms of the oldest change (write or discard) that is only on
+  // the cache; 0: none. What losing the cache now would lose starts here.
+  uint64_t oldest_unapplied_ms = 0;
   Tunables tunables;
   bool formatted = false;         // the cache was formatted at open
   bool failed = false;
@@ -97,9 +112,13 @@ class Engine {
   // Formats a blank cache or replays a formatted one. Refuses (without
   // writing a byte) a cache that is neither, one formatted for a backing
   // of another size, or a backing whose size is not a multiple of 4 KiB.
+  // With a `journal` device (never the cache), writeback goes through the
+  // journal (the backing alone is always the image at some flush point),
+  // and a unit a crash interrupted is applied again first of all.
   static Result<std::unique_ptr<Engine>> Open(const EngineOptions& opts,
                                               std::unique_ptr<Device> backing,
-                                              std::unique_ptr<Device> cache);
+                                              std::unique_ptr<Device> cache,
+                                              std::unique_ptr<Device> journal = nullptr);
   virtual ~Engine() = default;
 
   virtual uint64_t Size() const = 0;

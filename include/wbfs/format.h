@@ -33,7 +33,8 @@
 //   0 magic "WBFS-CH\0"  8 header_crc u32  12 data_crc u32  16 nonce u64
 //   24 epoch u64  32 seq u64  40 segment_id u64  48 offset u32
 //   52 prev_crc u32  56 nr_blocks u16  58 flags u16  60 nr_extents u16
-//   62 reserved u16  64 durable_seq u64   72..127 zero
+//   62 reserved u16  64 durable_seq u64  72 time_ms u64 (wall clock when
+//   the chunk was cut; 0 from writers that predate it)  80..127 zero
 //   128 + 16*i, i < nr_blocks: data entry i = block u64 (backing address
 //               in 4 KiB units), mask u8 (bit s = 512-byte sector s is
 //               valid), flags u8 (bit 0 = dirty), 6 bytes zero
@@ -41,11 +42,10 @@
 //               extent), count u48: the cache holds nothing for blocks
 //               [start, start + count) any more. Kind 0: a write went
 //               around the cache to the backing. Kind 1: a discard; the
-//               range reads as zeros. Kind 2: the backing punch of the
-//               discard of this exact range is durable (a marker: it drops
-//               nothing). Replay punches the backing again for a discard
-//               with no later marker, where no newer cached copy covers it
-//               (the crash came between the extent and the punch).
+//               range reads as zeros, and writeback punches the backing
+//               in log order, like any other change. Kind 2: an earlier
+//               marker ("the punch is durable"); no longer written, and
+//               ignored.
 // header_crc covers the whole 4 KiB header (data_crc included); data_crc
 // covers the nr_blocks data blocks that follow it. A chunk has data
 // entries or extents, never both: replay applies chunks in log order.
@@ -63,12 +63,44 @@
 // the header. Replay trusts data of chunks at or below the highest
 // durable_seq it sees (they were synced before a later write was issued) and
 // verifies data_crc only for the chunks after it: the torn tail of a crash.
+//
+// ---------------------------------------------------------------- journal
+// The writeback journal: a file next to the backing (never on the cache),
+// through which each writeback unit reaches the backing atomically.
+//
+//   byte 0         4 KiB          8 KiB
+//   | state A     | state B      | entry header (4 KiB multiple) | entry data
+//
+// State (two slots written alternately, the valid one with the higher seq
+// wins):
+//   0 magic "WBFS-JS\0"  8 crc u32  12 version u32  16 seq u64
+//   24 applied_entry u64 (entries up to this one are on the backing)
+//   32 backing_size u64  40 cache_nonce u64  48 chunk_seq u64
+//   56 segment_id u64  64 flags u32 (bit 0: the segment was applied whole)
+//   68 reserved u32  72 time_ms u64
+// (cache_nonce, chunk_seq, segment_id, time_ms) is the flush point the
+// backing represents: the image as it was when chunk chunk_seq of the cache
+// with that nonce was cut; 0 when no unit was ever applied.
+//
+// Entry (one at a time, at 8 KiB; written and synced before the backing
+// is touched, replayed by recovery when its seq > applied_entry):
+//   0 magic "WBFS-JE\0"  8 header_crc u32  12 data_crc u32  16 seq u64
+//   24 backing_size u64  32 cache_nonce u64  40 chunk_seq u64
+//   48 segment_id u64  56 flags u32  60 header_len u32 (bytes)
+//   64 nr_runs u32  68 nr_punches u32  72 data_len u64  80 time_ms u64
+//   88..127 zero
+//   128 + 16*i: run i = backing offset u64, length u64 (bytes, sectors)
+//   then punch j = backing offset u64, length u64
+// header_crc covers header_len bytes; data_crc covers data_len bytes that
+// follow the header: the runs' contents, in order. Applying an entry =
+// punch every punch range, then write every run, then sync: idempotent.
 #ifndef WBFS_FORMAT_H_
 #define WBFS_FORMAT_H_
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "wbfs/status.h"
 
@@ -164,6 +196,7 @@ struct ChunkHeader {
   uint16_t flags = 0;
   uint16_t nr_extents = 0;
   uint64_t durable_seq = 0;
+  uint64_t time_ms = 0;
   std::array<ChunkEntry, kMaxChunkBlocks> entries{};
   std::array<Extent, kMaxChunkEntries> extents{};
 };
@@ -207,6 +240,62 @@ uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block);
 // Decodes and checks magic, header crc, nr_blocks and entries; chain fields
 // are the scanner's business. `backing_blocks` bounds entry addresses.
 Status DecodeChunkHeader(const uint8_t* header_block, uint64_t backing_blocks, ChunkHeader* h);
+
+// ---------------------------------------------------------------- journal
+
+constexpr uint32_t kJournalVersion = 1;
+constexpr uint64_t kJournalStateOffsets[2] = {0, 4096};
+constexpr uint64_t kJournalEntryOffset = 8192;
+constexpr size_t kJournalFixedHeader = 128;
+constexpr size_t kJournalDescSize = 16;
+constexpr uint32_t kJournalWhole = 1;
+
+// A flush point of the cache log: the image as of the cut of chunk
+// `chunk_seq` (segment `segment_id`, wholly applied when `whole`).
+struct FlushPoint {
+  uint64_t cache_nonce = 0;
+  uint64_t chunk_seq = 0;  // 0: none
+  uint64_t segment_id = 0;
+  bool whole = false;
+  uint64_t time_ms = 0;
+};
+
+struct JournalState {
+  uint64_t seq = 0;
+  uint64_t applied_entry = 0;
+  uint64_t backing_size = 0;
+  FlushPoint point;
+};
+
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct JournalEntryHeader {
+  uint32_t header_crc = 0;
+  uint32_t data_crc = 0;
+  uint64_t seq = 0;
+  uint64_t backing_size = 0;
+  FlushPoint point;
+  uint32_t header_len = 0;
+  uint64_t data_len = 0;
+  std::vector<ByteRange> runs;
+  std::vector<ByteRange> punches;
+};
+
+void EncodeJournalState(const JournalState& s, uint8_t* block);
+Status DecodeJournalState(const uint8_t* block, JournalState* s);
+// Header bytes an entry with these many runs and punches needs (a 4 KiB
+// multiple).
+uint32_t JournalHeaderLen(size_t nr_runs, size_t nr_punches);
+// Encodes into `out` (resized to JournalHeaderLen); h.data_crc must be set.
+void EncodeJournalEntryHeader(const JournalEntryHeader& h, std::vector<uint8_t>* out);
+// The fixed part of a header (its first 128 bytes): header_len, counts.
+Status DecodeJournalEntryFixed(const uint8_t* p, JournalEntryHeader* h);
+// The whole header (h->header_len bytes, after DecodeJournalEntryFixed):
+// checks header_crc and that every range lies inside the backing.
+Status DecodeJournalEntryHeader(const uint8_t* p, JournalEntryHeader* h);
 
 }  // namespace wbfs::format
 

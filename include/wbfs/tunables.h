@@ -18,6 +18,7 @@ struct Tunables {
   int64_t sync_data_interval = 0;
   int64_t read_cache_threshold = 0;
   int64_t write_around_mode = 0;
+  int64_t max_dirty_age = 0;
 };
 
 struct TunableDef {
@@ -30,7 +31,7 @@ struct TunableDef {
   const char* help;
 };
 
-inline constexpr std::array<TunableDef, 6> kTunableDefs = {{
+inline constexpr std::array<TunableDef, 7> kTunableDefs = {{
     {"writeback_threshold", 0, 100, 0, true, &Tunables::writeback_threshold,
      "background writeback runs while the backing device is busy less than this % of the time; "
      "0 = only when the log needs room or on drop_caches"},
@@ -45,6 +46,8 @@ inline constexpr std::array<TunableDef, 6> kTunableDefs = {{
      "off"},
     {"write_around_mode", 0, 1, 0, false, &Tunables::write_around_mode,
      "writes go straight to the backing file; the cache serves reads only"},
+    {"max_dirty_age", 0, 86400, 0, true, &Tunables::max_dirty_age,
+     "seconds a change may stay only on the cache before writeback is forced; 0 = off"},
 }};
 
 // The definition of `key`, or nullptr.

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -50,6 +52,12 @@ void Report(int fd, int code, const std::string& msg) {
   ::close(fd);
 }
 
+int64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   nlohmann::json j;
   j["pid"] = ::getpid();
@@ -75,7 +83,15 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["nr_staged_blocks"] = s.nr_staged_blocks;
   j["nr_staging"] = s.nr_staging;
   j["discarded_bytes"] = s.discarded_bytes;
-  j["repunched_discards"] = s.repunched_discards;
+  j["pending_discards"] = s.pending_discards;
+  j["nr_writeback_units"] = s.nr_writeback_units;
+  j["journal"] = s.journal ? s.journal_name : "none";
+  j["journal_bytes_written"] = s.journal_bytes_written;
+  j["journal_replayed"] = s.journal_replayed;
+  // What losing the cache now would cost.
+  j["dirty_bytes"] = s.nr_dirty_cache_blocks * 4096;
+  j["oldest_dirty_age_ms"] = s.oldest_unapplied_ms == 0 ? 0 : std::max<int64_t>(0, NowMillis() - static_cast<int64_t>(s.oldest_unapplied_ms));
+  j["backing_flush_point"] = {{"chunk_seq", s.backing_point_seq}, {"time_ms", s.backing_point_ms}};
   nlohmann::json stat;
   for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];
   j["stat"] = stat;
@@ -146,10 +162,22 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
     Report(ready_fd, kExitFailure, "cache: " + cache.status().message());
     return kExitFailure;
   }
+  std::string warning;
+  auto journal = OpenJournalFor(c.journal, c.backing, c.cache, *backing.value(), &warning);
+  if (!journal.ok()) {
+    Report(ready_fd, kExitFailure, journal.status().message());
+    return kExitFailure;
+  }
+  if (!warning.empty()) Log(LOG_WARNING, warning);
+  if (!journal.value()) {
+    Log(LOG_WARNING, "no journal (journal none): if the cache is lost, the backing may be a mix "
+                     "of two flush points");
+  }
   EngineOptions eo;
   eo.tunables = c.tunables;
   eo.log = [](const std::string& m) { Log(LOG_ERR, m); };
-  auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()));
+  auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
+                             std::move(journal.value()));
   if (!engine.ok()) {
     std::string msg = engine.status().message();
     if (engine.status().code() == Status::Code::kCorruption) {
@@ -273,7 +301,10 @@ int CmdMount(const std::vector<std::string>& args) {
       "cache", po::value<std::string>(), "cache file or block device (SSD)")(
       "option,o", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE[,KEY=VALUE...]")(
       "foreground,f", po::bool_switch(), "stay in the foreground")(
-      "allow-other", po::bool_switch(), "let other users open the image");
+      "allow-other", po::bool_switch(), "let other users open the image")(
+      "journal", po::value<std::string>(),
+      "writeback journal file (default BACKING.wbfs-journal; 'none' = no journal)")(
+      "no-journal", po::bool_switch(), "write back without a journal (same as --journal none)");
   po::options_description hidden;
   hidden.add_options()("mountpoint", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -324,6 +355,13 @@ int CmdMount(const std::vector<std::string>& args) {
   if (vm.count("backing")) c.backing = vm["backing"].as<std::string>();
   if (vm.count("cache")) c.cache = vm["cache"].as<std::string>();
   if (vm["allow-other"].as<bool>()) c.allow_other = true;
+  if (vm.count("journal")) c.journal = vm["journal"].as<std::string>();
+  if (vm["no-journal"].as<bool>()) {
+    if (vm.count("journal") && c.journal != "none") {
+      return Fail(kExitUsage, "mount: --journal and --no-journal contradict each other");
+    }
+    c.journal = "none";
+  }
   if (vm.count("mountpoint")) {
     const auto& mps = vm["mountpoint"].as<std::vector<std::string>>();
     if (mps.size() > 1) return Fail(kExitUsage, "mount: give one MOUNTPOINT, not " + std::to_string(mps.size()));
@@ -336,6 +374,7 @@ int CmdMount(const std::vector<std::string>& args) {
   if (st.ok()) st = ResolveFile("cache", &c.cache);
   if (st.ok()) st = ResolveFile("mountpoint", &c.mountpoint);
   if (!st.ok()) return Fail(kExitUsage, st.message());
+  if (!c.journal.empty() && c.journal != "none") c.journal = AbsolutePath(c.journal);
   struct stat mst, bst, cst;
   if (::stat(c.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
     return Fail(kExitUsage, "mountpoint " + c.mountpoint + " is not a directory");

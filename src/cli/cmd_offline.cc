@@ -414,16 +414,17 @@ void OnStop(int) { g_stop = 1; }
 
 int CmdWriteback(const std::vector<std::string>& args) {
   const char* usage =
-      "usage: wbfs writeback --backing PATH --cache PATH\n"
+      "usage: wbfs writeback --backing PATH --cache PATH [--journal PATH|none]\n"
       "\n"
       "Offline: replays the log and writes every dirty block to the backing (sorted\n"
-      "and merged), syncs it, then marks the cache clean. Afterwards the backing\n"
-      "alone is the complete image: the way to detach a cache, or to recover an\n"
-      "image when the machine that ran the mount is gone. Safe to interrupt (Ctrl-C)\n"
-      "and run again.\n";
+      "and merged, through the journal as a mount does), syncs it, then marks the\n"
+      "cache clean. Afterwards the backing alone is the complete image: the way to\n"
+      "detach a cache, or to recover an image when the machine that ran the mount\n"
+      "is gone. Safe to interrupt (Ctrl-C) and run again. Without the cache, see\n"
+      "'wbfs recover'.\n";
   Args a;
   std::string err;
-  if (!ParseArgs(args, {"--help", "-h"}, {"--backing", "--cache"}, &a, &err)) {
+  if (!ParseArgs(args, {"--help", "-h"}, {"--backing", "--cache", "--journal"}, &a, &err)) {
     return Fail(kExitUsage, "writeback: " + err);
   }
   if (a.Has("--help") || a.Has("-h")) {
@@ -446,11 +447,17 @@ int CmdWriteback(const std::vector<std::string>& args) {
     }
     return OpenFail(cache.status());
   }
+  std::string warning;
+  auto journal = OpenJournalFor(a.Value("--journal"), AbsolutePath(bpath), AbsolutePath(cpath),
+                                *backing.value(), &warning);
+  if (!journal.ok()) return Fail(kExitFailure, "writeback: " + journal.status().message());
+  if (!warning.empty()) std::cerr << "wbfs: " << warning << "\n";
   EngineOptions eo;
   eo.background = false;
   eo.format_blank_cache = false;
   eo.log = [](const std::string& m) { std::cerr << "wbfs: " << m << "\n"; };
-  auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()));
+  auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
+                             std::move(journal.value()));
   if (!engine.ok()) {
     if (engine.status().message().find("is not formatted") != std::string::npos) {
       std::printf("%s is blank: nothing to write back\n", cpath.c_str());

@@ -79,7 +79,20 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("writeback", wb);
   row("writes that waited", n("nr_writeback_waits") + " (log full)");
   row("staged reads", n("nr_staged_blocks") + " blocks (" + n("nr_staging") + " pending)");
-  row("discarded", HumanBytes(j["discarded_bytes"].get<uint64_t>()));
+  row("discarded", HumanBytes(j["discarded_bytes"].get<uint64_t>()) + " (" + n("pending_discards") +
+                      " discards not yet on the backing)");
+  // What is at risk if the cache device dies now.
+  const uint64_t age = j["oldest_dirty_age_ms"].get<uint64_t>();
+  row("if the cache dies now", "lost: " + HumanBytes(j["dirty_bytes"].get<uint64_t>()) + " dirty, " +
+                                   (age == 0 ? std::string("nothing unwritten")
+                                             : "changes of the last " + std::to_string(age / 1000) + "." +
+                                                   std::to_string(age % 1000 / 100) + " s"));
+  const auto& fp = j["backing_flush_point"];
+  row("backing flush point", FlushPointText(fp["chunk_seq"].get<uint64_t>(), fp["time_ms"].get<uint64_t>()));
+  std::string jr = j["journal"].get<std::string>();
+  if (jr == "none") jr += " (the backing alone may be a mix of two flush points)";
+  else jr += " (" + HumanBytes(j["journal_bytes_written"].get<uint64_t>()) + " written)";
+  row("journal", jr);
   row("written by users", HumanBytes(j["user_bytes_written"].get<uint64_t>()));
   row("written to cache", HumanBytes(j["cache_bytes_written"].get<uint64_t>()));
   row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()));

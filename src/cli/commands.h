@@ -3,9 +3,11 @@
 #ifndef WBFS_CLI_COMMANDS_H_
 #define WBFS_CLI_COMMANDS_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "wbfs/device.h"
 #include "wbfs/status.h"
 
 namespace wbfs::cli {
@@ -22,6 +24,7 @@ int CmdCheck(const std::vector<std::string>& args);
 int CmdDump(const std::vector<std::string>& args);
 int CmdFormat(const std::vector<std::string>& args);
 int CmdWriteback(const std::vector<std::string>& args);
+int CmdRecover(const std::vector<std::string>& args);
 // mount(8)'s helper form: `wbfs BACKING MOUNTPOINT -o cache=CACHE,...`, as
 // /sbin/mount.fuse.wbfs or through mount.fuse3 (fstab type fuse.wbfs).
 int CmdMountHelper(const std::vector<std::string>& args);
@@ -36,6 +39,20 @@ std::string AbsolutePath(const std::string& path);  // lexical, no symlinks
 // cannot be stat'ed (ENOTCONN), so that one is resolved lexically.
 std::string MountpointPath(const std::string& arg);
 bool IsMountPoint(const std::string& abs_path);
+
+// The journal file for a `journal` setting ("" = BACKING.wbfs-journal,
+// "none" = no journal: returns "").
+std::string JournalPath(const std::string& setting, const std::string& backing_path);
+// Opens (creating it if missing) the journal device for a mount or an
+// offline writeback; refuses the cache or the backing itself. With the
+// setting "none", returns null after applying and retiring whatever a
+// journal at the default path holds. `warning` gets a placement warning.
+Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
+                                               const std::string& backing_path,
+                                               const std::string& cache_path, Device& backing,
+                                               std::string* warning);
+// "chunk N, cut at YYYY-MM-DD HH:MM:SS", or "unknown" for seq 0.
+std::string FlushPointText(uint64_t seq, uint64_t ms);
 
 }  // namespace wbfs::cli
 

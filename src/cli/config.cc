@@ -20,11 +20,13 @@ Status SetString(const std::string& key, const std::string& v, MountConfig* c) {
   else if (key == "cache") c->cache = v;
   else if (key == "mountpoint") c->mountpoint = v;
   else if (key == "image_name") c->image_name = v;
+  else if (key == "journal") c->journal = v;
   return Status::OK();
 }
 
 bool IsStringKey(const std::string& k) {
-  return k == "backing" || k == "cache" || k == "mountpoint" || k == "image_name";
+  return k == "backing" || k == "cache" || k == "mountpoint" || k == "image_name" ||
+         k == "journal";
 }
 
 }  // namespace

@@ -16,6 +16,10 @@ struct MountConfig {
   std::string cache;
   std::string mountpoint;
   std::string image_name = "image";
+  // The writeback journal: empty = next to the backing (BACKING.wbfs-journal);
+  // "none" = no journal (an explicit choice: the backing alone may then be
+  // a mix of two flush points after a crash, and useless without the cache).
+  std::string journal;
   bool allow_other = false;
   Tunables tunables;
 };

@@ -107,6 +107,7 @@ const char kUsage[] =
     "  dump     print an unmounted cache's superblock or a segment\n"
     "  format   zero an unmounted cache's superblock (the next mount formats)\n"
     "  writeback  write an unmounted cache's dirty data back and mark it clean\n"
+    "  recover  without the cache: make the backing alone a consistent image\n"
     "\n"
     "As mount.fuse.wbfs (fstab type fuse.wbfs): wbfs BACKING MOUNTPOINT -o cache=CACHE,...\n"
     "\n"
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
   if (cmd == "dump") return CmdDump(args);
   if (cmd == "format") return CmdFormat(args);
   if (cmd == "writeback") return CmdWriteback(args);
+  if (cmd == "recover") return CmdRecover(args);
   std::string self = argv[0];
   self = self.substr(self.rfind('/') + 1);
   if (self == "mount.fuse.wbfs" || cmd.find('/') != std::string::npos) {

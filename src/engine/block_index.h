@@ -15,15 +15,20 @@
 namespace wbfs {
 
 // One cache block slot, packed: bits 0-47 backing block, 48-55 sector mask,
-// bit 56 valid (the index points here), bit 57 dirty.
+// bit 56 valid (the index points here), bit 57 dirty, bit 58 logged (a
+// write logged here is not on the backing yet; it stays set when a newer
+// write supersedes the slot, because journaled writeback applies the log
+// in order, superseded versions included).
 struct SlotWord {
   static constexpr uint64_t kBlockMask = (uint64_t{1} << 48) - 1;
   static constexpr uint64_t kValid = uint64_t{1} << 56;
   static constexpr uint64_t kDirty = uint64_t{1} << 57;
+  static constexpr uint64_t kLogged = uint64_t{1} << 58;
 
   static uint64_t Make(uint64_t block, uint8_t mask, bool dirty) {
-    return (block & kBlockMask) | (uint64_t{mask} << 48) | kValid | (dirty ? kDirty : 0);
+    return (block & kBlockMask) | (uint64_t{mask} << 48) | kValid | (dirty ? kDirty | kLogged : 0);
   }
+  static bool Logged(uint64_t w) { return (w & kLogged) != 0; }
   static uint64_t Block(uint64_t w) { return w & kBlockMask; }
   static uint8_t Mask(uint64_t w) { return static_cast<uint8_t>(w >> 48); }
   static bool Valid(uint64_t w) { return (w & kValid) != 0; }

@@ -17,6 +17,18 @@
 // be written back (WritebackLocked), unpinned, and behind the record's tail
 // (WriteRecordLocked), so that replay never starts in a reused slot.
 //
+// Writeback units. Writeback applies the log to the backing in order, in
+// units of whole segments (or, for WritebackAll and max_dirty_age, up to
+// the newest chunk), each ending at a chunk boundary: the image as it was
+// when that chunk was cut. With a journal the unit holds every change the
+// log made in it (versions superseded later included), reaches the
+// backing through the journal (journal/journal.h), and so the backing
+// alone is always the image at some flush point. Without one, only the
+// newest version of each block is written and a crash in a unit leaves
+// the backing a mix until the cache replays. Discards are changes like
+// writes: logged, read as zeros meanwhile (zeros_), punched by the unit
+// that covers them.
+//
 // Locking. One mutex (mu_) guards all state. No device I/O is done under
 // it: readers and writeback pin the segments they read (pins), drop the
 // lock for the I/O and take it again; slot reuse waits for pins to drain.
@@ -29,12 +41,14 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "engine/block_index.h"
 #include "engine/read_stager.h"
+#include "journal/journal.h"
 #include "log/log_reader.h"
 #include "util/aligned_buffer.h"
 #include "util/crc32c.h"
@@ -57,6 +71,12 @@ using format::kBlockSize;
 using format::kBlocksPerSegment;
 using format::kSectorSize;
 using format::kSectorsPerBlock;
+
+uint64_t NowMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
 
 uint64_t RandomU64() {
   uint64_t v = 0;
@@ -85,6 +105,13 @@ void CopySectors(uint8_t* dst, const uint8_t* src, uint8_t mask) {
   }
 }
 
+// A discard logged at block `pos` of its segment and not yet punched.
+struct PendingDiscard {
+  uint64_t start;
+  uint64_t count;
+  uint32_t pos;
+};
+
 // Per ring slot.
 struct Segment {
   uint64_t id = 0;            // occupant (0: none since format)
@@ -98,6 +125,10 @@ struct Segment {
   uint64_t first_chunk_seq = 0;  // 0: no chunk yet
   uint32_t first_prev_crc = 0;   // prev_crc of that chunk, once known
   uint64_t last_chunk_seq = 0;   // its newest chunk
+  uint64_t last_ms = 0;          // when that chunk was cut
+  uint32_t applied = 0;          // blocks [0, applied) are on the backing
+  uint64_t unapplied_ms = 0;     // cut time of its oldest change not on the backing; 0: none
+  std::vector<PendingDiscard> discards;  // after `applied`, oldest first
 };
 
 struct FlushJob {
@@ -107,6 +138,7 @@ struct FlushJob {
   uint16_t nr_blocks;
   uint16_t nr_extents;  // an extent chunk: no data blocks
   uint64_t seq;
+  uint64_t time_ms;
 };
 
 // A whole block read outside the lock for a partial write (see WriteBlock).
@@ -123,10 +155,12 @@ struct PreRead {
 class EngineImpl final : public Engine {
  public:
   EngineImpl(const EngineOptions& opts, std::unique_ptr<Device> backing,
-             std::unique_ptr<Device> cache, const format::Superblock& sb)
+             std::unique_ptr<Device> cache, std::unique_ptr<journal::Journal> journal,
+             const format::Superblock& sb)
       : opts_(opts),
         backing_(std::move(backing)),
         cache_(std::move(cache)),
+        journal_(std::move(journal)),
         sb_(sb),
         nr_segments_(sb.nr_segments),
         nr_slots_(static_cast<uint32_t>(sb.nr_segments * kBlocksPerSegment)),
@@ -144,7 +178,13 @@ class EngineImpl final : public Engine {
   ~EngineImpl() override { (void)Close(); }
 
   // Replays (or starts) the log; called once before the engine is shared.
-  Status Start(const log::CacheMeta& meta, bool formatted);
+  Status Start(const log::CacheMeta& meta, bool formatted, bool journal_replayed);
+  // The backing is about to be written outside writeback units.
+  Status ForgetBackingPoint() {
+    Lock lk(mu_);
+    backing_point_ = format::FlushPoint{};
+    return journal_ ? journal_->Forget() : Status::OK();
+  }
 
   uint64_t Size() const override { return sb_.backing_size; }
   Status Read(uint64_t off, void* buf, size_t len) override;
@@ -156,8 +196,10 @@ class EngineImpl final : public Engine {
     {
       Lock lk(mu_);
       if (closed_) return Status::Failed("the engine is closed");
-      if (nr_dirty_ > 0) {
-        return Status::Failed(std::to_string(nr_dirty_) + " dirty blocks are not written back");
+      if (!AllAppliedLocked()) {
+        return Status::Failed(std::to_string(nr_dirty_) + " dirty blocks and " +
+                              std::to_string(nr_pending_discards_) +
+                              " discards are not written back");
       }
       detach_ = true;
     }
@@ -202,14 +244,26 @@ class EngineImpl final : public Engine {
   std::vector<uint32_t> SlotsInRangeLocked(uint64_t start, uint64_t count) const;
   // Drops every cached copy of blocks [start, start + count), dirty or not.
   void InvalidateRangeLocked(uint64_t start, uint64_t count);
-  // Replay: punches the backing again for the discards in the log, except
-  // where a newer cached copy covers the range. Punching is idempotent.
-  Status RepunchLocked(const std::vector<format::Extent>& discards);
   // Appends a chunk of extents (no data) after cutting the open chunk, and
-  // returns once it is durable. With `hold_writeback`, no writeback batch
-  // runs from the invalidation on, until the caller clears wb_blocked_
-  // (set even on error).
-  Status AppendExtentsLocked(Lock& lk, const format::Extent& x, bool hold_writeback);
+  // returns once it is durable. A discard stays pending (reads as zeros)
+  // until the writeback unit covering it punches the backing.
+  Status AppendExtentsLocked(Lock& lk, const format::Extent& x);
+  void AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos);
+  // Does a pending discard cover `block` (its uncached sectors read as zeros)?
+  bool ZeroedLocked(uint64_t block) const {
+    if (zeros_.empty()) return false;
+    auto it = zeros_.upper_bound(block);
+    if (it == zeros_.begin()) return false;
+    --it;
+    return block < it->second;
+  }
+  void AddZerosLocked(uint64_t start, uint64_t end);
+  // Rebuilds zeros_ over [start, start + count) from the pending discards.
+  void RecomputeZerosLocked(uint64_t start, uint64_t count);
+  bool AllAppliedLocked() const { return nr_dirty_ == 0 && nr_pending_discards_ == 0; }
+  // Wall-clock ms of the oldest change not on the backing (cut or still in
+  // the open chunk); 0: none.
+  uint64_t OldestUnappliedMsLocked() const;
   // Write-around: data goes to the backing; cached copies are dropped
   // (durably, first).
   Status WriteAround(uint64_t off, const uint8_t* src, size_t len);
@@ -219,7 +273,8 @@ class EngineImpl final : public Engine {
   bool write_around() const { return opts_.tunables.write_around_mode != 0; }
   Status EnsureRoomLocked(Lock& lk);
   void CutChunkLocked();
-  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents);
+  // `changes`: the chunk holds dirty blocks or a discard (for dirty age).
+  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes);
   Status AcquireSegmentLocked(Lock& lk);
   Status WaitFlushedLocked(Lock& lk, uint64_t seq);
   // Writes back sealed segments up to `upto` (a batch at a time), and with
@@ -260,6 +315,7 @@ class EngineImpl final : public Engine {
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
   const std::unique_ptr<Device> cache_;
+  const std::unique_ptr<journal::Journal> journal_;  // null: writeback without a journal
   const format::Superblock sb_;
   const uint64_t nr_segments_;
   const uint32_t nr_slots_;
@@ -282,7 +338,6 @@ class EngineImpl final : public Engine {
   uint32_t chunk_n_ = 0;
   bool acquiring_ = false;
   bool wb_running_ = false;
-  bool wb_blocked_ = false;  // a discard is punching the backing
   bool wb_failing_ = false;  // the last writeback failed (logged once)
   std::atomic<bool> read_failing_{false};
 
@@ -309,7 +364,10 @@ class EngineImpl final : public Engine {
   Tunables tun_;               // the tunables in force (online ones change)
   bool force_drop_ = false;    // drop_caches in progress
   bool detach_ = false;        // CloseClean: the record skips the whole log
-  std::vector<format::Extent> repunched_;  // at open: their markers go to the log
+  std::map<uint64_t, uint64_t> zeros_;  // union of pending discards: start -> end block
+  uint64_t nr_pending_discards_ = 0;
+  uint64_t open_chunk_ms_ = 0;  // first dirty write into the open chunk; 0: none
+  format::FlushPoint backing_point_;  // what the backing shows (after the last unit)
   ReadStager stager_;          // read misses waiting to be staged
   uint64_t cur_batch_ = 0;
   int64_t util_ = -1;          // backing utilisation %, last second
@@ -322,19 +380,27 @@ class EngineImpl final : public Engine {
 
 // ---------------------------------------------------------------- start
 
-Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
+Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journal_replayed) {
   st_.formatted = formatted;
+  st_.journal_replayed = journal_replayed;
   record_seq_ = meta.record.seq;
   record_tail_seg_ = meta.record.tail_segment_id;
   last_writeback_id_ = meta.record.tail_segment_id - 1;
   last_seg_id_ = last_writeback_id_;
   next_seq_ = meta.record.tail_chunk_seq;
   last_crc_ = meta.record.tail_prev_crc;
+  // What the journal says the backing holds already: chunks up to `done`
+  // of this cache are on it (the record's tail may lag behind).
+  uint64_t done = 0;
+  if (journal_ && journal_->state().point.cache_nonce == sb_.nonce) {
+    backing_point_ = journal_->state().point;
+    done = backing_point_.chunk_seq;
+  }
+  const uint64_t open_ms = NowMs();
   if (!formatted) {
     log::LogScan scan;
     WBFS_RETURN_IF_ERROR(log::ScanLog(*cache_, meta, log::ScanOptions{}, &scan));
     uint32_t prev_crc = meta.record.tail_prev_crc;
-    std::vector<format::Extent> discards;
     for (const log::ChunkInfo& c : scan.chunks) {
       uint32_t ring = RingSlot(c.segment_id);
       Segment& s = segs_[ring];
@@ -347,34 +413,35 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
       }
       prev_crc = c.header_crc;
       s.last_chunk_seq = c.seq;
+      s.last_ms = c.time_ms != 0 ? c.time_ms : open_ms;
+      const bool applied = c.seq <= done;
+      bool changes = false;
       for (uint32_t i = 0; i < c.nr_extents; i++) {
         const format::Extent& x = scan.extents[c.first_extent + i];
-        if (x.kind == format::kExtentPunched) {  // that discard completed
-          for (auto it = discards.rbegin(); it != discards.rend(); ++it) {
-            if (it->start == x.start && it->count == x.count) {
-              discards.erase(std::next(it).base());
-              break;
-            }
-          }
-          continue;
-        }
+        if (x.kind == format::kExtentPunched) continue;  // an old marker: nothing to do
         InvalidateRangeLocked(x.start, x.count);
-        if (x.kind == format::kExtentDiscard) discards.push_back(x);
+        if (x.kind == format::kExtentDiscard && !applied) {
+          AddPendingDiscardLocked(s, x.start, x.count, c.offset);
+          changes = true;
+        }
       }
       for (uint32_t i = 0; i < c.nr_blocks; i++) {
         const format::ChunkEntry& e = scan.entries[c.first_entry + i];
         uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + i;
         uint32_t old = index_.Find(e.block);
         if (old != BlockIndex::kNone) InvalidateLocked(old);
-        bool dirty = (e.flags & format::kEntryDirty) != 0;
+        bool dirty = (e.flags & format::kEntryDirty) != 0 && !applied;
         slots_[slot] = SlotWord::Make(e.block, e.mask, dirty);
         index_.Insert(e.block, slot);
         if (dirty) {
           s.nr_dirty++;
           nr_dirty_++;
+          changes = true;
         }
       }
       s.fill = c.offset + 1 + c.nr_blocks;
+      if (applied) s.applied = s.fill;
+      if (changes && s.unapplied_ms == 0) s.unapplied_ms = s.last_ms;
       last_seg_id_ = c.segment_id;
     }
     next_seq_ = scan.next_seq;
@@ -393,29 +460,19 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted) {
       chunk_start_ = scan.end.block;
       chunk_n_ = 0;
     }
+    // Segments the journal applied whole need no writeback.
+    while (last_writeback_id_ < last_seg_id_) {
+      const Segment& s = segs_[RingSlot(last_writeback_id_ + 1)];
+      if (s.id != last_writeback_id_ + 1 || !s.sealed || s.applied < s.fill) break;
+      last_writeback_id_++;
+    }
     // What the scan checksummed may still sit in a volatile device cache.
     WBFS_RETURN_IF_ERROR(cache_->Sync());
-    WBFS_RETURN_IF_ERROR(RepunchLocked(discards));
-    repunched_ = discards;
   }
   last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
   if (opts_.threads) {
     flusher_ = std::thread([this] { FlusherMain(); });
     if (opts_.background) bg_ = std::thread([this] { BackgroundMain(); });
-  }
-  // The discards punched again above are complete now: say so in the log,
-  // durably, or every later replay would punch them again (over writes
-  // that went around the cache since).
-  if (!repunched_.empty()) {
-    {
-      Lock lk(mu_);
-      for (format::Extent x : repunched_) {
-        x.kind = format::kExtentPunched;
-        WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, x, false));
-      }
-      repunched_.clear();
-    }
-    WBFS_RETURN_IF_ERROR(Flush());
   }
   return Status::OK();
 }
@@ -462,8 +519,10 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       uint8_t* dst = out + (pos - off);
       unsigned stat = (lo == 0 && hi == kBlockSize) ? kStatFull : 0;
       uint32_t slot = index_.Find(block);
+      const bool zeroed = ZeroedLocked(block);  // a pending discard: not the backing's data
       if (slot == BlockIndex::kNone) {
-        add(dst, block * kBlockSize + lo, hi - lo, false);
+        if (zeroed) std::memset(dst, 0, hi - lo);
+        else add(dst, block * kBlockSize + lo, hi - lo, false);
         if (stage && (stat & kStatFull) && stager_.Reserve(block)) staged.push_back({block, dst});
       } else {
         stat |= kStatHit;
@@ -481,7 +540,8 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
             e = std::min(hi, (e / kSectorSize + 1) * kSectorSize);
           }
           if (!cached) {
-            add(dst + (b - lo), block * kBlockSize + b, e - b, false);
+            if (zeroed) std::memset(dst + (b - lo), 0, e - b);
+            else add(dst + (b - lo), block * kBlockSize + b, e - b, false);
           } else if (ram != nullptr) {
             std::memcpy(dst + (b - lo), ram + b, e - b);
           } else {
@@ -590,6 +650,7 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
   uint8_t mask = format::kFullMask;
   if (!full) {
     uint8_t need_backing = PartialMask(lo, hi) & static_cast<uint8_t>(~old_mask);
+    if (ZeroedLocked(block)) need_backing = 0;  // those sectors read as zeros (tmp below)
     bool need_cache = slot != BlockIndex::kNone && ram == nullptr;
     if (need_backing || need_cache) {
       if (!(pre->valid && pre->block == block && pre->slot == slot && pre->mask == old_mask &&
@@ -638,6 +699,7 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
       nr_dirty_++;
     }
     slots_[slot] = SlotWord::Make(block, mask, true);
+    if (open_chunk_ms_ == 0) open_chunk_ms_ = NowMs();
     st_.stat[stat | kStatBuffer]++;
     return Status::OK();
   }
@@ -666,7 +728,7 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
     }
     // A clean cached copy must be gone from the log (durably) before the
     // backing changes under it, or a crash could bring it back.
-    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {b0, n, format::kExtentInvalidate}, false));
+    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {b0, n, format::kExtentInvalidate}));
   }
   Status st = backing_->WriteAt(off, src, len);
   Lock lk(mu_);
@@ -674,23 +736,6 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
   if (!st.ok()) return st;
   st_.user_bytes_written += len;
   st_.backing_bytes_written += len;
-  return Status::OK();
-}
-
-Status EngineImpl::RepunchLocked(const std::vector<format::Extent>& discards) {
-  for (const format::Extent& x : discards) {
-    std::vector<uint64_t> cached;
-    for (uint32_t slot : SlotsInRangeLocked(x.start, x.count)) cached.push_back(SlotWord::Block(slots_[slot]));
-    std::sort(cached.begin(), cached.end());
-    cached.push_back(x.start + x.count);  // sentinel
-    uint64_t from = x.start;
-    for (uint64_t b : cached) {
-      if (b > from) WBFS_RETURN_IF_ERROR(backing_->Discard(from * kBlockSize, (b - from) * kBlockSize));
-      from = b + 1;
-    }
-  }
-  if (!discards.empty()) WBFS_RETURN_IF_ERROR(backing_->Sync());
-  st_.repunched_discards = discards.size();
   return Status::OK();
 }
 
@@ -717,10 +762,9 @@ void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
 }
 
 // The extent chunk is cut, flushed and synced before this returns.
-Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x, bool hold_writeback) {
-  // Room for the extent chunk first: that may need writeback (a new
-  // segment), so writeback must not be held yet. Every wait drops the lock,
-  // so look again after each.
+Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
+  // Room for the extent chunk first (that may need writeback: a new
+  // segment). Every wait drops the lock, so look again after each.
   for (;;) {
     WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
     if (chunk_n_ > 0) {
@@ -728,27 +772,64 @@ Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x, bool h
       PumpLocked(lk);
       continue;
     }
-    if (hold_writeback && (wb_running_ || wb_blocked_)) {
-      cv_.wait(lk);
-      continue;
-    }
     break;
   }
   // From here on nothing needs a new segment.
-  if (hold_writeback) wb_blocked_ = true;
-  if (x.kind != format::kExtentPunched) InvalidateRangeLocked(x.start, x.count);
+  InvalidateRangeLocked(x.start, x.count);
   Segment& s = segs_[cur_];
+  const bool discard = x.kind == format::kExtentDiscard;
+  if (discard) AddPendingDiscardLocked(s, x.start, x.count, chunk_start_);
   uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
   std::memset(header, 0, kBlockSize);
   format::EncodeChunkExtent(header, 0, 0, x);
-  const uint64_t seq = QueueChunkLocked(0, 1);
+  const uint64_t seq = QueueChunkLocked(0, 1, discard);
   PumpLocked(lk);
-  if (x.kind == format::kExtentPunched) return Status::OK();  // rides with the next flush
   WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, seq));
   lk.unlock();
   Status st = SyncTo(seq);
   lk.lock();
   return st;
+}
+
+void EngineImpl::AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) {
+  s.discards.push_back({start, count, pos});
+  nr_pending_discards_++;
+  AddZerosLocked(start, start + count);
+}
+
+void EngineImpl::AddZerosLocked(uint64_t start, uint64_t end) {
+  // Merge [start, end) into the disjoint union.
+  auto it = zeros_.upper_bound(start);
+  if (it != zeros_.begin() && std::prev(it)->second >= start) --it;
+  while (it != zeros_.end() && it->first <= end) {
+    start = std::min(start, it->first);
+    end = std::max(end, it->second);
+    it = zeros_.erase(it);
+  }
+  zeros_[start] = end;
+}
+
+void EngineImpl::RecomputeZerosLocked(uint64_t start, uint64_t count) {
+  const uint64_t end = start + count;
+  // Cut [start, end) out of the union...
+  auto it = zeros_.upper_bound(start);
+  if (it != zeros_.begin() && std::prev(it)->second > start) --it;
+  std::vector<std::pair<uint64_t, uint64_t>> keep;
+  while (it != zeros_.end() && it->first < end) {
+    if (it->first < start) keep.push_back({it->first, start});
+    if (it->second > end) keep.push_back({end, it->second});
+    it = zeros_.erase(it);
+  }
+  for (const auto& [a, b] : keep) zeros_[a] = b;
+  // ...and put back what the discards still pending cover of it.
+  for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
+    const Segment& s = segs_[RingSlot(id)];
+    if (s.id != id) continue;
+    for (const PendingDiscard& d : s.discards) {
+      uint64_t a = std::max(d.start, start), b = std::min(d.start + d.count, end);
+      if (a < b) AddZerosLocked(a, b);
+    }
+  }
 }
 
 Status EngineImpl::Discard(uint64_t off, uint64_t len) {
@@ -772,22 +853,23 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
   WBFS_RETURN_IF_ERROR(zero(fb1 * kBlockSize, off + len));
   Lock lk(mu_);
   if (failed_) return FailedStatus();
+  if (closed_) return Status::Failed("the engine is closed");
   stager_.CancelRange(fb0, fb1 - fb0);
-  // No writeback batch may run between the invalidation and the punch: it
-  // could put old data, or newer data written meanwhile, under the punch.
   // (One extent: backing addresses are below 2^48.)
-  Status st = AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentDiscard}, true);
-  if (st.ok()) {
-    lk.unlock();
-    st = backing_->Discard(fb0 * kBlockSize, (fb1 - fb0) * kBlockSize);
-    if (st.ok()) st = backing_->Sync();
-    lk.lock();
+  if (!write_around()) {
+    // Write-back: a change like a write; the writeback unit that covers it
+    // punches the backing, in log order.
+    WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentDiscard}));
+    st_.discarded_bytes += len;
+    return Status::OK();
   }
-  wb_blocked_ = false;
-  cv_.notify_all();
-  // The punch is durable: replay need not (and, after write-around writes
-  // into the range, must not) punch again.
-  if (st.ok()) st = AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentPunched}, false);
+  // Write-around: nothing is dirty, so the backing is punched now, after
+  // the cached copies are durably dropped (as for a write).
+  WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentInvalidate}));
+  lk.unlock();
+  Status st = backing_->Discard(fb0 * kBlockSize, (fb1 - fb0) * kBlockSize);
+  lk.lock();
+  stager_.CancelRange(fb0, fb1 - fb0);  // reads that staged the old data meanwhile
   if (st.ok()) st_.discarded_bytes += len;
   return st;
 }
@@ -814,6 +896,7 @@ void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, 
   if (dirty) {
     s.nr_dirty++;
     nr_dirty_++;
+    if (open_chunk_ms_ == 0) open_chunk_ms_ = NowMs();
   }
   chunk_n_++;
 }
@@ -839,24 +922,30 @@ void EngineImpl::CutChunkLocked() {
   uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
   std::memset(header, 0, kBlockSize);
   uint32_t base = static_cast<uint32_t>(cur_) * kBlocksPerSegment + chunk_start_ + 1;
+  bool changes = false;
   for (uint32_t i = 0; i < chunk_n_; i++) {
     uint64_t w = slots_[base + i];
+    changes = changes || SlotWord::Dirty(w);
     format::EncodeChunkEntry(header, i,
                              {SlotWord::Block(w), SlotWord::Mask(w),
                               static_cast<uint8_t>(SlotWord::Dirty(w) ? format::kEntryDirty : 0)});
   }
-  QueueChunkLocked(static_cast<uint16_t>(chunk_n_), 0);
+  QueueChunkLocked(static_cast<uint16_t>(chunk_n_), 0, changes);
 }
 
 // The open chunk (header at chunk_start_, its entries encoded) goes to
 // the flusher with the next seq; the next chunk opens after it, or the
 // segment is sealed when no chunk fits any more. Returns the seq.
-uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents) {
+uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes) {
   Segment& s = segs_[cur_];
   const uint64_t seq = next_seq_++;
-  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq});
+  const uint64_t now = NowMs();
+  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq, now});
   if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
   s.last_chunk_seq = seq;
+  s.last_ms = now;
+  if (changes && s.unapplied_ms == 0) s.unapplied_ms = open_chunk_ms_ != 0 ? open_chunk_ms_ : now;
+  open_chunk_ms_ = 0;
   s.unflushed++;
   s.fill = chunk_start_ + format::ChunkBlocks(nr_blocks);
   last_cut_seq_ = seq;
@@ -961,6 +1050,7 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
     h.nr_blocks = job.nr_blocks;
     h.nr_extents = job.nr_extents;
     h.durable_seq = durable_seq_;
+    h.time_ms = job.time_ms;
     const size_t len = (size_t{job.nr_blocks} + 1) * kBlockSize;
     const uint64_t off = format::SegmentBlockOffset(sb_, job.segment_id, job.offset);
     const bool skip = failed_;
@@ -1079,8 +1169,8 @@ Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
 }
 
 Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {
-  cv_.wait(lk, [&] { return !wb_running_ && !wb_blocked_; });
-  // The batch: sealed segments after last_writeback_id_, then maybe the
+  cv_.wait(lk, [&] { return !wb_running_; });
+  // The unit: sealed segments after last_writeback_id_, then maybe the
   // current one (its cut chunks).
   std::vector<uint64_t> ids;
   cur_batch_ = batch;
@@ -1095,7 +1185,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     CutChunkLocked();
     PumpLocked(lk);
   }
-  // Wait until everything in the batch is on the cache device.
+  // Wait until everything in the unit is on the cache device.
   for (;;) {
     if (failed_) return FailedStatus();
     bool flushed = true;
@@ -1107,7 +1197,9 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     uint64_t block;
     uint32_t slot;
     uint8_t mask;
-    size_t data;  // offset into the batch buffer
+    bool dropped;
+    uint64_t order;  // log order inside the unit
+    size_t data;     // offset into the unit's read buffer
   };
   std::vector<Item> items;
   struct Range {
@@ -1117,18 +1209,35 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     size_t data;
   };
   std::vector<Range> ranges;
+  struct Punch {
+    uint64_t start, count, order;
+  };
+  std::vector<Punch> punches;
+  std::vector<uint32_t> ends(ids.size());
   size_t total = 0;
-  uint64_t newest_seq = 0;
-  for (uint64_t id : ids) {
-    uint32_t ring = RingSlot(id);
+  format::FlushPoint point;
+  point.cache_nonce = sb_.nonce;
+  for (size_t k = 0; k < ids.size(); k++) {
+    const uint32_t ring = RingSlot(ids[k]);
     Segment& s = segs_[ring];
-    newest_seq = std::max(newest_seq, s.last_chunk_seq);
+    ends[k] = s.fill;
+    if (s.last_chunk_seq > point.chunk_seq) {
+      point.chunk_seq = s.last_chunk_seq;
+      point.segment_id = ids[k];
+      point.whole = s.sealed;
+      point.time_ms = s.last_ms;
+    }
+    for (const PendingDiscard& d : s.discards) punches.push_back({d.start, d.count, (k << 8) | d.pos});
     uint32_t from = kBlocksPerSegment, to = 0;
     size_t first_item = items.size();
-    for (uint32_t pos = 0; pos < s.fill; pos++) {
+    for (uint32_t pos = s.applied; pos < s.fill; pos++) {
       uint64_t w = slots_[ring * kBlocksPerSegment + pos];
-      if (!SlotWord::Valid(w) || !SlotWord::Dirty(w)) continue;
-      items.push_back({SlotWord::Block(w), ring * kBlocksPerSegment + pos, SlotWord::Mask(w), 0});
+      // With a journal, every logged version (the unit must be exactly a
+      // prefix of the log); without, only what is still current.
+      bool take = journal_ ? SlotWord::Logged(w) : SlotWord::Valid(w) && SlotWord::Dirty(w);
+      if (!take) continue;
+      items.push_back({SlotWord::Block(w), ring * kBlocksPerSegment + pos, SlotWord::Mask(w), false,
+                       (k << 8) | pos, 0});
       from = std::min(from, pos);
       to = pos + 1;
     }
@@ -1136,14 +1245,35 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     for (size_t i = first_item; i < items.size(); i++) {
       items[i].data = total + size_t{items[i].slot % kBlocksPerSegment - from} * kBlockSize;
     }
-    ranges.push_back({ring, id, from, to, total});
+    ranges.push_back({ring, ids[k], from, to, total});
     total += size_t{to - from} * kBlockSize;
     s.pins++;
+  }
+  const uint64_t newest_seq = point.chunk_seq;
+  const std::vector<Item> taken = items;  // all of them are applied by this unit
+  // The unit's net effect: per block its last version, unless a discard
+  // later in the unit covers it (the punch comes first when applied).
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.block < b.block; });
+  {
+    size_t n = 0;
+    for (size_t i = 0; i < items.size(); i++) {
+      if (i + 1 < items.size() && items[i + 1].block == items[i].block) continue;
+      items[n++] = items[i];
+    }
+    items.resize(n);
+  }
+  for (const Punch& p : punches) {
+    auto it = std::lower_bound(items.begin(), items.end(), p.start,
+                               [](const Item& a, uint64_t b) { return a.block < b; });
+    for (; it != items.end() && it->block < p.start + p.count; ++it) {
+      if (it->order < p.order) it->dropped = true;
+    }
   }
   wb_running_ = true;
   lk.unlock();
 
-  // The batch must be durable in the cache before the backing changes: a
+  // The unit must be durable in the cache before the backing changes: a
   // crash must not leave a replayed older (clean) copy over newer backing
   // data.
   Status st = SyncTo(newest_seq);
@@ -1153,37 +1283,31 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     st = cache_->ReadAt(format::SegmentBlockOffset(sb_, r.id, r.from), data.data() + r.data,
                         size_t{r.to - r.from} * kBlockSize);
   }
-  uint64_t written = 0;
-  if (st.ok() && !items.empty()) {
-    // Sorted by address, adjacent sectors merged into one backing write.
-    std::sort(items.begin(), items.end(),
-              [](const Item& a, const Item& b) { return a.block < b.block; });
-    std::vector<uint8_t> run;
-    uint64_t run_start = 0;  // byte offset on the backing device
-    auto emit = [&]() -> Status {
-      if (run.empty()) return Status::OK();
-      Status s = backing_->WriteAt(run_start, run.data(), run.size());
-      written += run.size();
-      run.clear();
-      return s;
-    };
-    for (const Item& it : items) {
-      if (abort_wb_.load(std::memory_order_relaxed)) {
-        st = Status::Failed("writeback stopped for unmount");
-        break;
+  // Sorted by address, adjacent sectors merged into runs of up to 1 MiB.
+  journal::Unit unit;
+  unit.point = point;
+  std::vector<uint8_t> out;
+  for (const Punch& p : punches) unit.punches.push_back({p.start * kBlockSize, p.count * kBlockSize});
+  for (const Item& it : items) {
+    if (it.dropped) continue;
+    for (uint32_t sec = 0; sec < kSectorsPerBlock; sec++) {
+      if (!(it.mask & (1u << sec))) continue;
+      uint64_t at = it.block * kBlockSize + sec * kSectorSize;
+      format::ByteRange* last = unit.runs.empty() ? nullptr : &unit.runs.back();
+      if (last != nullptr && last->offset + last->length == at && last->length < (1u << 20)) {
+        last->length += kSectorSize;
+      } else {
+        unit.runs.push_back({at, kSectorSize});
       }
-      for (uint32_t sec = 0; sec < kSectorsPerBlock && st.ok(); sec++) {
-        if (!(it.mask & (1u << sec))) continue;
-        uint64_t at = it.block * kBlockSize + sec * kSectorSize;
-        if (!run.empty() && (run_start + run.size() != at || run.size() >= (1u << 20))) st = emit();
-        if (run.empty()) run_start = at;
-        const uint8_t* p = data.data() + it.data + sec * kSectorSize;
-        run.insert(run.end(), p, p + kSectorSize);
-      }
-      if (!st.ok()) break;
+      const uint8_t* p = data.data() + it.data + sec * kSectorSize;
+      out.insert(out.end(), p, p + kSectorSize);
     }
-    if (st.ok()) st = emit();
-    if (st.ok()) st = backing_->Sync();
+  }
+  unit.data = out.data();
+  unit.data_len = out.size();
+  const bool empty = unit.runs.empty() && unit.punches.empty();
+  if (st.ok() && !empty) {
+    st = journal_ ? journal_->Write(*backing_, unit, &abort_wb_) : journal::ApplyUnit(*backing_, unit, &abort_wb_);
   }
 
   lk.lock();
@@ -1191,7 +1315,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   wb_running_ = false;
   cv_.notify_all();
   if (!st.ok()) {
-    // The blocks stay dirty in the cache; the next writeback retries them.
+    // The changes stay unapplied in the cache; the next writeback retries them.
     if (st.code() == Status::Code::kFailed) return st;  // stopped for unmount
     if (!wb_failing_) {
       wb_failing_ = true;
@@ -1204,31 +1328,50 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     wb_failing_ = false;
     Log("writeback works again");
   }
-  st_.backing_bytes_written += written;
-  for (const Item& it : items) {
+  st_.backing_bytes_written += unit.data_len;
+  if (!empty) st_.nr_writeback_units++;
+  backing_point_ = point;
+  for (const Item& it : taken) {
     uint64_t w = slots_[it.slot];
     // A block rewritten meanwhile was invalidated here: its newer copy
     // stays dirty in a later slot.
     if (SlotWord::Valid(w) && SlotWord::Dirty(w)) {
-      slots_[it.slot] = w & ~SlotWord::kDirty;
       SegOf(it.slot).nr_dirty--;
       nr_dirty_--;
     }
+    slots_[it.slot] = w & ~(SlotWord::kDirty | SlotWord::kLogged);
+  }
+  for (size_t k = 0; k < ids.size(); k++) {
+    Segment& s = segs_[RingSlot(ids[k])];
+    s.applied = ends[k];
+    if (s.applied == s.fill) s.unapplied_ms = 0;
+    // Discards logged meanwhile sit after ends[k] (positions only grow).
+    size_t n = 0;
+    for (const PendingDiscard& d : s.discards) {
+      if (d.pos < ends[k]) continue;
+      s.discards[n++] = d;
+    }
+    s.discards.resize(n);
+  }
+  for (const Punch& p : punches) {
+    nr_pending_discards_--;
+    RecomputeZerosLocked(p.start, p.count);
   }
   for (uint64_t id : ids) {
-    if (segs_[RingSlot(id)].sealed && id == last_writeback_id_ + 1) last_writeback_id_ = id;
+    const Segment& s = segs_[RingSlot(id)];
+    if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
   }
   return Status::OK();
 }
 
 Status EngineImpl::WritebackAll() {
   Lock lk(mu_);
-  while (nr_dirty_ > 0) {
+  while (!AllAppliedLocked()) {
     if (failed_) return FailedStatus();
-    uint64_t dirty = nr_dirty_, lw = last_writeback_id_;
+    uint64_t dirty = nr_dirty_, discards = nr_pending_discards_, lw = last_writeback_id_;
     WBFS_RETURN_IF_ERROR(WritebackLocked(lk, last_seg_id_, true,
                                          static_cast<uint64_t>(tun_.nr_max_batched_writeback)));
-    if (nr_dirty_ == dirty && last_writeback_id_ == lw) {
+    if (nr_dirty_ == dirty && nr_pending_discards_ == discards && last_writeback_id_ == lw) {
       return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
                             " dirty blocks left");
     }
@@ -1244,7 +1387,7 @@ Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
   r.flags = clean ? format::kRecordClean : 0;
   r.nonce = sb_.nonce;
   r.seq = record_seq_ + 1;
-  if (detach_ && nr_dirty_ == 0) last_writeback_id_ = last_seg_id_;  // nothing left to replay
+  if (detach_ && AllAppliedLocked()) last_writeback_id_ = last_seg_id_;  // nothing left to replay
   r.tail_segment_id = last_writeback_id_ + 1;
   r.tail_block = 0;
   r.last_writeback_id = last_writeback_id_;
@@ -1293,7 +1436,7 @@ Status EngineImpl::Close() {
   {
     Lock lk(mu_);
     // A writer or writeback still inside would need the engine: let them finish.
-    cv_.wait(lk, [&] { return !acquiring_ && !wb_running_ && !wb_blocked_; });
+    cv_.wait(lk, [&] { return !acquiring_ && !wb_running_; });
     if (!failed_) {
       if (chunk_n_ > 0) {
         CutChunkLocked();
@@ -1336,6 +1479,15 @@ EngineStats EngineImpl::Stats() const {
   s.dropping_caches = force_drop_;
   s.nr_staging = stager_.size();
   s.writeback_failing = wb_failing_;
+  s.pending_discards = nr_pending_discards_;
+  s.journal = journal_ != nullptr;
+  if (journal_) {
+    s.journal_name = journal_->Name();
+    s.journal_bytes_written = journal_->bytes_written();
+  }
+  s.backing_point_seq = backing_point_.chunk_seq;
+  s.backing_point_ms = backing_point_.time_ms;
+  s.oldest_unapplied_ms = OldestUnappliedMsLocked();
   s.failed = failed_;
   s.error = error_;
   return s;
@@ -1386,7 +1538,7 @@ void EngineImpl::BackgroundMain() {
       continue;
     }
     InjectStagedLocked(lk, std::chrono::milliseconds(opts_.read_stage_delay_ms));
-    if (force_drop_ && nr_dirty_ == 0) force_drop_ = false;
+    if (force_drop_ && AllAppliedLocked()) force_drop_ = false;
     const uint64_t sealed = LastSealedIdLocked();
     const uint64_t used = last_seg_id_ - last_writeback_id_;
     const int64_t threshold = tun_.writeback_threshold;
@@ -1396,9 +1548,16 @@ void EngineImpl::BackgroundMain() {
     } else if (threshold > 0 && sealed > last_writeback_id_) {
       want = util_ < threshold || (nr_segments_ - std::min(used, nr_segments_)) * 4 < nr_segments_;
     }
-    if (want && !wb_running_ && !wb_blocked_) {
-      Status st = force_drop_ ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
-                              : WritebackLocked(lk, sealed, false, BatchLocked());
+    // max_dirty_age: nothing stays only on the cache for longer.
+    bool too_old = false;
+    if (tun_.max_dirty_age > 0) {
+      uint64_t oldest = OldestUnappliedMsLocked();
+      too_old = oldest != 0 && NowMs() >= oldest + static_cast<uint64_t>(tun_.max_dirty_age) * 1000;
+      want = want || too_old;
+    }
+    if (want && !wb_running_) {
+      Status st = force_drop_ || too_old ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
+                                         : WritebackLocked(lk, sealed, false, BatchLocked());
       if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1));  // retry later
       continue;
     }
@@ -1420,6 +1579,16 @@ Status EngineImpl::SetTunable(const std::string& key, int64_t value) {
   return Status::OK();
 }
 
+uint64_t EngineImpl::OldestUnappliedMsLocked() const {
+  // Times grow along the log: the first segment with a change not on the
+  // backing has the oldest.
+  for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
+    const Segment& s = segs_[RingSlot(id)];
+    if (s.id == id && s.unapplied_ms != 0) return s.unapplied_ms;
+  }
+  return open_chunk_ms_;
+}
+
 void EngineImpl::ClearStats() {
   Lock lk(mu_);
   st_.stat.fill(0);
@@ -1428,7 +1597,7 @@ void EngineImpl::ClearStats() {
 
 void EngineImpl::StartDropCaches() {
   Lock lk(mu_);
-  if (nr_dirty_ > 0) force_drop_ = true;
+  if (!AllAppliedLocked()) force_drop_ = true;
   cv_.notify_all();
 }
 
@@ -1467,7 +1636,8 @@ Status Format(Device& cache, uint64_t backing_size, log::CacheMeta* meta) {
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
                                              std::unique_ptr<Device> backing,
-                                             std::unique_ptr<Device> cache) {
+                                             std::unique_ptr<Device> cache,
+                                             std::unique_ptr<Device> journal_dev) {
   const uint64_t bsize = backing->Size();
   if (bsize == 0 || bsize % kBlockSize != 0) {
     return Status::InvalidArgument("the backing " + backing->Name() + " is " +
@@ -1476,6 +1646,23 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
   }
   if (bsize / kBlockSize > format::kMaxBackingBlocks) {
     return Status::InvalidArgument("the backing " + backing->Name() + " is too large");
+  }
+  // The journal first: a unit a crash interrupted goes to the backing
+  // before anything else reads or writes it.
+  std::unique_ptr<journal::Journal> journal;
+  bool replayed = false;
+  if (journal_dev) {
+    auto j = journal::Journal::Open(std::move(journal_dev), bsize);
+    if (!j.ok()) return j.status();
+    journal = std::move(j.value());
+    auto rep = journal->Recover(*backing);
+    if (!rep.ok()) return rep.status();
+    replayed = rep.value().replayed;
+    if (replayed && opts.log) {
+      opts.log("journal " + journal->Name() + ": applied the interrupted writeback unit " +
+               std::to_string(rep.value().entry_seq) + " again (" +
+               std::to_string(rep.value().bytes) + " bytes)");
+    }
   }
   log::CacheMeta meta;
   WBFS_RETURN_IF_ERROR(log::ReadCacheMeta(*cache, &meta));
@@ -1498,16 +1685,22 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
                                    backing->Name() + " is " + std::to_string(bsize) + " bytes");
   }
   format::Superblock sb = meta.sb;
-  auto engine = std::make_unique<EngineImpl>(opts, std::move(backing), std::move(cache), sb);
-  WBFS_RETURN_IF_ERROR(engine->Start(meta, formatted));
+  auto engine = std::make_unique<EngineImpl>(opts, std::move(backing), std::move(cache),
+                                             std::move(journal), sb);
+  WBFS_RETURN_IF_ERROR(engine->Start(meta, formatted, replayed));
   // Write-around never leaves dirty data in the cache: whatever an earlier
-  // write-back mount left goes to the backing first.
-  if (opts.tunables.write_around_mode && engine->Stats().nr_dirty_cache_blocks > 0) {
-    if (opts.log) {
-      opts.log("write_around_mode: writing back " +
-               std::to_string(engine->Stats().nr_dirty_cache_blocks) + " dirty blocks first");
+  // write-back mount left goes to the backing first. From then on writes
+  // reach the backing directly, so it is the live image, not a flush point.
+  if (opts.tunables.write_around_mode) {
+    EngineStats st = engine->Stats();
+    if (st.nr_dirty_cache_blocks > 0 || st.pending_discards > 0) {
+      if (opts.log) {
+        opts.log("write_around_mode: writing back " + std::to_string(st.nr_dirty_cache_blocks) +
+                 " dirty blocks and " + std::to_string(st.pending_discards) + " discards first");
+      }
+      WBFS_RETURN_IF_ERROR(engine->WritebackAll());
     }
-    WBFS_RETURN_IF_ERROR(engine->WritebackAll());
+    WBFS_RETURN_IF_ERROR(engine->ForgetBackingPoint());
   }
   return std::unique_ptr<Engine>(std::move(engine));
 }

@@ -12,6 +12,8 @@ namespace {
 constexpr char kSuperMagic[8] = {'W', 'B', 'F', 'S', '-', 'S', 'B', 0};
 constexpr char kRecordMagic[8] = {'W', 'B', 'F', 'S', '-', 'R', 'C', 0};
 constexpr char kChunkMagic[8] = {'W', 'B', 'F', 'S', '-', 'C', 'H', 0};
+constexpr char kJStateMagic[8] = {'W', 'B', 'F', 'S', '-', 'J', 'S', 0};
+constexpr char kJEntryMagic[8] = {'W', 'B', 'F', 'S', '-', 'J', 'E', 0};
 
 // Superblock field offsets.
 constexpr size_t kSbVersion = 8, kSbCrc = 12, kSbBlockSize = 16, kSbSegmentSize = 20,
@@ -24,7 +26,15 @@ constexpr size_t kRcCrc = 8, kRcFlags = 12, kRcNonce = 16, kRcSeq = 24, kRcTailS
 // Chunk header field offsets.
 constexpr size_t kChHeaderCrc = 8, kChDataCrc = 12, kChNonce = 16, kChEpoch = 24, kChSeq = 32,
                  kChSegmentId = 40, kChOffset = 48, kChPrevCrc = 52, kChNrBlocks = 56,
-                 kChFlags = 58, kChNrExtents = 60, kChDurableSeq = 64;
+                 kChFlags = 58, kChNrExtents = 60, kChDurableSeq = 64, kChTime = 72;
+// Journal state field offsets.
+constexpr size_t kJsCrc = 8, kJsVersion = 12, kJsSeq = 16, kJsApplied = 24, kJsBackingSize = 32,
+                 kJsNonce = 40, kJsChunkSeq = 48, kJsSegment = 56, kJsFlags = 64, kJsTime = 72;
+// Journal entry field offsets.
+constexpr size_t kJeHeaderCrc = 8, kJeDataCrc = 12, kJeSeq = 16, kJeBackingSize = 24,
+                 kJeNonce = 32, kJeChunkSeq = 40, kJeSegment = 48, kJeFlags = 56,
+                 kJeHeaderLen = 60, kJeNrRuns = 64, kJeNrPunches = 68, kJeDataLen = 72,
+                 kJeTime = 80;
 
 // CRC of a 4 KiB block with its 4-byte crc field at `crc_at` taken as zero.
 uint32_t BlockCrc(const uint8_t* block, size_t crc_at) {
@@ -192,7 +202,8 @@ uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block) {
   EncodeFixed16(b + kChNrExtents, h.nr_extents);
   EncodeFixed16(b + 62, 0);
   EncodeFixed64(b + kChDurableSeq, h.durable_seq);
-  std::memset(b + 72, 0, kChunkEntriesOffset - 72);
+  EncodeFixed64(b + kChTime, h.time_ms);
+  std::memset(b + 80, 0, kChunkEntriesOffset - 80);
   size_t used = kChunkEntriesOffset + (size_t{h.nr_blocks} + h.nr_extents) * kChunkEntrySize;
   std::memset(b + used, 0, kBlockSize - used);
   uint32_t crc = BlockCrc(b, kChHeaderCrc);
@@ -216,6 +227,7 @@ Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader*
   h->flags = DecodeFixed16(b + kChFlags);
   h->nr_extents = DecodeFixed16(b + kChNrExtents);
   h->durable_seq = DecodeFixed64(b + kChDurableSeq);
+  h->time_ms = DecodeFixed64(b + kChTime);
   if (!ChunkFits(h->offset)) {
     return Status::Corruption("chunk: offset " + std::to_string(h->offset) + " out of range");
   }
@@ -249,6 +261,142 @@ Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader*
     }
     h->extents[i] = x;
   }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- journal
+
+namespace {
+
+void EncodePoint(uint8_t* b, size_t nonce, size_t chunk_seq, size_t segment, size_t flags,
+                 size_t time, const FlushPoint& p) {
+  EncodeFixed64(b + nonce, p.cache_nonce);
+  EncodeFixed64(b + chunk_seq, p.chunk_seq);
+  EncodeFixed64(b + segment, p.segment_id);
+  EncodeFixed32(b + flags, p.whole ? kJournalWhole : 0);
+  EncodeFixed64(b + time, p.time_ms);
+}
+FlushPoint DecodePoint(const uint8_t* b, size_t nonce, size_t chunk_seq, size_t segment,
+                       size_t flags, size_t time) {
+  FlushPoint p;
+  p.cache_nonce = DecodeFixed64(b + nonce);
+  p.chunk_seq = DecodeFixed64(b + chunk_seq);
+  p.segment_id = DecodeFixed64(b + segment);
+  p.whole = (DecodeFixed32(b + flags) & kJournalWhole) != 0;
+  p.time_ms = DecodeFixed64(b + time);
+  return p;
+}
+
+}  // namespace
+
+void EncodeJournalState(const JournalState& s, uint8_t* block) {
+  std::memset(block, 0, kBlockSize);
+  std::memcpy(block, kJStateMagic, 8);
+  EncodeFixed32(block + kJsVersion, kJournalVersion);
+  EncodeFixed64(block + kJsSeq, s.seq);
+  EncodeFixed64(block + kJsApplied, s.applied_entry);
+  EncodeFixed64(block + kJsBackingSize, s.backing_size);
+  EncodePoint(block, kJsNonce, kJsChunkSeq, kJsSegment, kJsFlags, kJsTime, s.point);
+  EncodeFixed32(block + kJsCrc, BlockCrc(block, kJsCrc));
+}
+
+Status DecodeJournalState(const uint8_t* block, JournalState* s) {
+  if (std::memcmp(block, kJStateMagic, 8) != 0) return Status::Corruption("journal state: bad magic");
+  if (DecodeFixed32(block + kJsCrc) != BlockCrc(block, kJsCrc)) {
+    return Status::Corruption("journal state: checksum mismatch");
+  }
+  uint32_t version = DecodeFixed32(block + kJsVersion);
+  if (version != kJournalVersion) {
+    return Status::Corruption("journal state: version " + std::to_string(version) +
+                              " (this wbfs reads " + std::to_string(kJournalVersion) + ")");
+  }
+  JournalState x;
+  x.seq = DecodeFixed64(block + kJsSeq);
+  x.applied_entry = DecodeFixed64(block + kJsApplied);
+  x.backing_size = DecodeFixed64(block + kJsBackingSize);
+  x.point = DecodePoint(block, kJsNonce, kJsChunkSeq, kJsSegment, kJsFlags, kJsTime);
+  *s = x;
+  return Status::OK();
+}
+
+uint32_t JournalHeaderLen(size_t nr_runs, size_t nr_punches) {
+  size_t n = kJournalFixedHeader + (nr_runs + nr_punches) * kJournalDescSize;
+  return static_cast<uint32_t>((n + kBlockSize - 1) / kBlockSize * kBlockSize);
+}
+
+void EncodeJournalEntryHeader(const JournalEntryHeader& h, std::vector<uint8_t>* out) {
+  const uint32_t len = JournalHeaderLen(h.runs.size(), h.punches.size());
+  out->assign(len, 0);
+  uint8_t* b = out->data();
+  std::memcpy(b, kJEntryMagic, 8);
+  EncodeFixed32(b + kJeDataCrc, h.data_crc);
+  EncodeFixed64(b + kJeSeq, h.seq);
+  EncodeFixed64(b + kJeBackingSize, h.backing_size);
+  EncodePoint(b, kJeNonce, kJeChunkSeq, kJeSegment, kJeFlags, kJeTime, h.point);
+  EncodeFixed32(b + kJeHeaderLen, len);
+  EncodeFixed32(b + kJeNrRuns, static_cast<uint32_t>(h.runs.size()));
+  EncodeFixed32(b + kJeNrPunches, static_cast<uint32_t>(h.punches.size()));
+  EncodeFixed64(b + kJeDataLen, h.data_len);
+  uint8_t* p = b + kJournalFixedHeader;
+  for (const auto* v : {&h.runs, &h.punches}) {
+    for (const ByteRange& r : *v) {
+      EncodeFixed64(p, r.offset);
+      EncodeFixed64(p + 8, r.length);
+      p += kJournalDescSize;
+    }
+  }
+  static const uint8_t kZero[4] = {0, 0, 0, 0};
+  uint32_t c = crc32c::Value(b, kJeHeaderCrc);
+  c = crc32c::Extend(c, kZero, 4);
+  c = crc32c::Extend(c, b + kJeHeaderCrc + 4, len - kJeHeaderCrc - 4);
+  EncodeFixed32(b + kJeHeaderCrc, c);
+}
+
+Status DecodeJournalEntryFixed(const uint8_t* b, JournalEntryHeader* h) {
+  if (std::memcmp(b, kJEntryMagic, 8) != 0) return Status::Corruption("journal entry: bad magic");
+  h->header_crc = DecodeFixed32(b + kJeHeaderCrc);
+  h->data_crc = DecodeFixed32(b + kJeDataCrc);
+  h->seq = DecodeFixed64(b + kJeSeq);
+  h->backing_size = DecodeFixed64(b + kJeBackingSize);
+  h->point = DecodePoint(b, kJeNonce, kJeChunkSeq, kJeSegment, kJeFlags, kJeTime);
+  h->header_len = DecodeFixed32(b + kJeHeaderLen);
+  h->data_len = DecodeFixed64(b + kJeDataLen);
+  uint32_t nr_runs = DecodeFixed32(b + kJeNrRuns), nr_punches = DecodeFixed32(b + kJeNrPunches);
+  // Bounded so a corrupt header cannot ask for gigabytes: a unit is at
+  // most 32 segments of 127 blocks of 8 sectors.
+  constexpr uint32_t kMaxDescs = 1u << 20;
+  if (nr_runs > kMaxDescs || nr_punches > kMaxDescs ||
+      h->header_len != JournalHeaderLen(nr_runs, nr_punches) || h->seq == 0) {
+    return Status::Corruption("journal entry: inconsistent header");
+  }
+  h->runs.assign(nr_runs, {});
+  h->punches.assign(nr_punches, {});
+  return Status::OK();
+}
+
+Status DecodeJournalEntryHeader(const uint8_t* b, JournalEntryHeader* h) {
+  static const uint8_t kZero[4] = {0, 0, 0, 0};
+  uint32_t c = crc32c::Value(b, kJeHeaderCrc);
+  c = crc32c::Extend(c, kZero, 4);
+  c = crc32c::Extend(c, b + kJeHeaderCrc + 4, h->header_len - kJeHeaderCrc - 4);
+  if (c != h->header_crc) return Status::Corruption("journal entry: header checksum mismatch");
+  const uint8_t* p = b + kJournalFixedHeader;
+  uint64_t data = 0;
+  for (auto* v : {&h->runs, &h->punches}) {
+    for (ByteRange& r : *v) {
+      r.offset = DecodeFixed64(p);
+      r.length = DecodeFixed64(p + 8);
+      p += kJournalDescSize;
+      if (r.offset % kSectorSize || r.length % kSectorSize || r.length == 0 ||
+          r.offset > h->backing_size || r.length > h->backing_size - r.offset) {
+        return Status::Corruption("journal entry: a range lies outside the backing");
+      }
+    }
+    if (v == &h->runs) {
+      for (const ByteRange& r : *v) data += r.length;
+    }
+  }
+  if (data != h->data_len) return Status::Corruption("journal entry: runs and data length differ");
   return Status::OK();
 }
 

@@ -207,7 +207,24 @@ std::string DiskStatPath(const struct stat& st) {
 
 Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const DeviceOptions& o) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return PosixError(path, errno);
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT || !o.create || o.read_only) return PosixError(path, errno);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) return PosixError(path, errno);
+    if (fd >= 0) {
+      int e = ::fsync(fd) == 0 ? 0 : errno;
+      ::close(fd);
+      if (e != 0) return PosixError(path + ": fsync", e);
+      std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+      if (dir.empty()) dir = "/";
+      int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd < 0) return PosixError(dir, errno);
+      e = ::fsync(dfd) == 0 ? 0 : errno;
+      ::close(dfd);
+      if (e != 0) return PosixError(dir + ": fsync", e);
+    }
+    if (::stat(path.c_str(), &st) != 0) return PosixError(path, errno);
+  }
   bool block = S_ISBLK(st.st_mode);
   if (!block && !S_ISREG(st.st_mode)) {
     return Status::InvalidArgument(path + " is neither a regular file nor a block device");

@@ -87,6 +87,7 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
     c.data_crc = h.data_crc;
     c.durable_seq = h.durable_seq;
     c.epoch = h.epoch;
+    c.time_ms = h.time_ms;
     c.nr_extents = h.nr_extents;
     c.first_entry = out->entries.size();
     c.first_extent = out->extents.size();

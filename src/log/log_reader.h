@@ -35,6 +35,7 @@ struct ChunkInfo {
   uint32_t data_crc = 0;
   uint64_t durable_seq = 0;
   uint64_t epoch = 0;
+  uint64_t time_ms = 0;  // when it was cut (0: unknown)
   size_t first_entry = 0;   // index into LogScan::entries
   size_t first_extent = 0;  // index into LogScan::extents
   bool data_checked = false;

@@ -86,3 +86,12 @@ loop_detach() {
 }
 
 daemon_pid() { pgrep -f -- "wbfs mount .*$T" | head -n1; }
+# kill -9 of this test's daemon; returns once it is gone (its locks with it).
+kill_daemon() {
+  local pid
+  pid=$(daemon_pid)
+  [ -n "$pid" ] || fail "no daemon to kill"
+  kill -9 "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  fail "daemon $pid survived kill -9"
+}

@@ -11,7 +11,7 @@ for round in 1 2 3; do
   "$WBFS_TESTIO" seqsync "$MNT/image" "$round" "$T/state" &
   writer=$!
   sleep 1.5
-  kill -9 "$pid"
+  kill_daemon
   wait "$writer" || true
   n=$(cat "$T/state")
   [ "$n" -gt 0 ] || fail "the writer made no progress"

@@ -22,7 +22,7 @@ expect_check() {
 wbfs_mount
 head -c $((24 << 20)) /dev/urandom >"$T/ref"
 dd if="$T/ref" of="$MNT/image" bs=1M conv=notrunc,fsync status=none
-kill -9 "$(daemon_pid)"
+kill_daemon
 "$WBFS" umount "$MNT"
 cp "$T/cache.img" "$T/cache.orig"
 

@@ -54,8 +54,7 @@ cmp "$T/backing.img" "$T/model" || fail "the backing differs from the image afte
 wbfs_mount -o sync_data_interval=1
 echo "data without fsync" | dd of="$MNT/image" bs=4096 seek=100 conv=notrunc,sync status=none
 sleep 2.5
-pid=$(daemon_pid)
-kill -9 "$pid"
+kill_daemon
 "$WBFS" umount "$MNT"
 wbfs_mount
 head -c 18 <(dd if="$MNT/image" bs=4096 skip=100 count=1 status=none) | grep -q "data without fsync" ||

@@ -125,6 +125,11 @@ struct MemDisk {
     pending.clear();
     frozen = false;
   }
+  // A durable byte, read under the lock (the engine's threads may sync).
+  uint8_t Durable(size_t off) {
+    std::lock_guard<std::mutex> l(mu);
+    return durable[off];
+  }
   // Everything written is kept (a process crash, not a power cut).
   void KeepAll() {
     std::lock_guard<std::mutex> l(mu);

@@ -1,0 +1,187 @@
+#include "journal/journal.h"
+
+#include <cstring>
+
+#include "util/aligned_buffer.h"
+#include "util/crc32c.h"
+
+namespace wbfs::journal {
+
+using format::kBlockSize;
+
+Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort) {
+  auto stopped = [&] { return abort != nullptr && abort->load(std::memory_order_relaxed); };
+  for (const format::ByteRange& p : u.punches) {
+    if (stopped()) return Status::Failed("writeback stopped for unmount");
+    WBFS_RETURN_IF_ERROR(backing.Discard(p.offset, p.length));
+  }
+  uint64_t at = 0;
+  for (const format::ByteRange& r : u.runs) {
+    if (stopped()) return Status::Failed("writeback stopped for unmount");
+    WBFS_RETURN_IF_ERROR(backing.WriteAt(r.offset, u.data + at, r.length));
+    at += r.length;
+  }
+  return backing.Sync();
+}
+
+std::string DefaultPath(const std::string& backing_path) { return backing_path + ".wbfs-journal"; }
+
+Result<std::unique_ptr<Journal>> Journal::Open(std::unique_ptr<Device> dev, uint64_t backing_size) {
+  std::unique_ptr<Journal> j(new Journal(std::move(dev), backing_size));
+  const uint64_t size = j->dev_->Size();
+  AlignedBuffer states(2 * kBlockSize);
+  std::memset(states.data(), 0, states.size());
+  if (size > 0) {
+    WBFS_RETURN_IF_ERROR(
+        j->dev_->ReadAt(0, states.data(), static_cast<size_t>(std::min<uint64_t>(size, states.size()))));
+  }
+  // Blank: nothing but zeros where the states and an entry would be (a new
+  // file, or a zeroed device). Anything else must validate.
+  bool blank = format::IsZero(states.data(), states.size());
+  if (blank && size >= format::kJournalEntryOffset + kBlockSize) {
+    AlignedBuffer first(kBlockSize);
+    WBFS_RETURN_IF_ERROR(j->dev_->ReadAt(format::kJournalEntryOffset, first.data(), kBlockSize));
+    blank = format::IsZero(first.data(), kBlockSize);
+  }
+  if (blank) {
+    format::JournalState s;
+    s.backing_size = backing_size;
+    WBFS_RETURN_IF_ERROR(j->WriteState(s));
+    return j;
+  }
+  bool found = false;
+  for (int i = 0; i < 2; i++) {
+    format::JournalState s;
+    if (!format::DecodeJournalState(states.data() + i * kBlockSize, &s).ok()) continue;
+    if (!found || s.seq > j->state_.seq) j->state_ = s;
+    found = true;
+  }
+  const std::string name = j->dev_->Name();
+  if (!found) {
+    return Status::Corruption(name + " is not a wbfs journal (neither state block is valid); "
+                              "if it is one that never recorded a unit, remove it");
+  }
+  if (j->state_.backing_size != backing_size) {
+    return Status::InvalidArgument(name + " is the journal of a backing of " +
+                                   std::to_string(j->state_.backing_size) + " bytes, not " +
+                                   std::to_string(backing_size));
+  }
+  j->next_entry_ = j->state_.applied_entry + 1;
+  j->pending_ = true;  // until Recover() has looked at the entry
+  return j;
+}
+
+Status Journal::WriteState(const format::JournalState& s) {
+  format::JournalState n = s;
+  n.seq = state_.seq + 1;
+  AlignedBuffer block(kBlockSize);
+  format::EncodeJournalState(n, block.data());
+  WBFS_RETURN_IF_ERROR(dev_->WriteAt(format::kJournalStateOffsets[n.seq % 2], block.data(), kBlockSize));
+  WBFS_RETURN_IF_ERROR(dev_->Sync());
+  bytes_written_ += kBlockSize;
+  state_ = n;
+  return Status::OK();
+}
+
+Result<RecoveryReport> Journal::Recover(Device& backing) {
+  RecoveryReport rep;
+  const std::string name = dev_->Name();
+  const uint64_t size = dev_->Size();
+  pending_ = false;
+  AlignedBuffer fixed(kBlockSize);
+  format::JournalEntryHeader h;
+  bool have = size >= format::kJournalEntryOffset + kBlockSize &&
+              dev_->ReadAt(format::kJournalEntryOffset, fixed.data(), kBlockSize).ok() &&
+              format::DecodeJournalEntryFixed(fixed.data(), &h).ok() &&
+              format::kJournalEntryOffset + h.header_len + h.data_len <= size;
+  AlignedBuffer header, data;
+  if (have && h.seq > state_.applied_entry) {
+    header.Reset(h.header_len);
+    Status st = dev_->ReadAt(format::kJournalEntryOffset, header.data(), h.header_len);
+    if (st.ok()) st = format::DecodeJournalEntryHeader(header.data(), &h);
+    if (st.ok()) {
+      data.Reset(static_cast<size_t>(h.data_len));
+      st = dev_->ReadAt(format::kJournalEntryOffset + h.header_len, data.data(), data.size());
+      if (st.code() == Status::Code::kIOError) return st.WithContext(name);
+      if (st.ok() && crc32c::Value(data.data(), data.size()) != h.data_crc) {
+        st = Status::Corruption("journal entry: data checksum mismatch");
+      }
+    } else if (st.code() == Status::Code::kIOError) {
+      return st.WithContext(name);
+    }
+    if (!st.ok()) {
+      have = false;
+      rep.torn_entry = true;  // never synced: nothing of it reached the backing
+    }
+  } else {
+    have = false;
+  }
+  if (have && h.backing_size != backing_size_) {
+    return Status::Corruption(name + ": the pending entry is for a backing of " +
+                              std::to_string(h.backing_size) + " bytes");
+  }
+  if (have) {
+    Unit u;
+    u.point = h.point;
+    u.punches = h.punches;
+    u.runs = h.runs;
+    u.data = data.data();
+    u.data_len = h.data_len;
+    Status st = ApplyUnit(backing, u, nullptr);
+    if (!st.ok()) {
+      pending_ = true;
+      return st.WithContext("replaying the journal entry " + std::to_string(h.seq) + " of " + name);
+    }
+    format::JournalState s = state_;
+    s.applied_entry = h.seq;
+    s.point = h.point;
+    WBFS_RETURN_IF_ERROR(WriteState(s));
+    rep.replayed = true;
+    rep.entry_seq = h.seq;
+    rep.bytes = h.data_len;
+  }
+  next_entry_ = std::max(state_.applied_entry, have ? h.seq : 0) + 1;
+  if (rep.torn_entry) next_entry_ = std::max(next_entry_, h.seq + 1);
+  rep.state = state_;
+  return rep;
+}
+
+Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* abort) {
+  if (pending_) WBFS_RETURN_IF_ERROR(Recover(backing).status());
+  format::JournalEntryHeader h;
+  h.seq = next_entry_;
+  h.backing_size = backing_size_;
+  h.point = u.point;
+  h.runs = u.runs;
+  h.punches = u.punches;
+  h.data_len = u.data_len;
+  h.data_crc = crc32c::Value(u.data, static_cast<size_t>(u.data_len));
+  std::vector<uint8_t> header;
+  format::EncodeJournalEntryHeader(h, &header);
+  // The entry replaces the previous (retired) one in place.
+  WBFS_RETURN_IF_ERROR(dev_->WriteAt(format::kJournalEntryOffset, header.data(), header.size()));
+  if (u.data_len > 0) {
+    WBFS_RETURN_IF_ERROR(dev_->WriteAt(format::kJournalEntryOffset + header.size(), u.data,
+                                       static_cast<size_t>(u.data_len)));
+  }
+  next_entry_++;
+  bytes_written_ += header.size() + u.data_len;
+  WBFS_RETURN_IF_ERROR(dev_->Sync());
+  pending_ = true;
+  WBFS_RETURN_IF_ERROR(ApplyUnit(backing, u, abort));
+  format::JournalState s = state_;
+  s.applied_entry = h.seq;
+  s.point = u.point;
+  WBFS_RETURN_IF_ERROR(WriteState(s));
+  pending_ = false;
+  return Status::OK();
+}
+
+Status Journal::Forget() {
+  if (pending_) return Status::Failed(dev_->Name() + ": recover the journal first");
+  format::JournalState s = state_;
+  s.point = format::FlushPoint{};
+  return WriteState(s);
+}
+
+}  // namespace wbfs::journal
