@@ -291,7 +291,7 @@ int CmdMount(const std::vector<std::string>& args) {
       "\n"
       "Mounts the image: MOUNTPOINT/image (or image_name) is the backing file as\n"
       "seen through the cache. A zeroed cache is formatted; a wbfs cache is\n"
-      "replayed. -o takes any config-file key (backing, cache, image_name,\n"
+      "replayed. -o takes any config-file key (backing, cache, journal, image_name,\n"
       "allow_other and the tunables); the command line overrides the file.\n"
       "\n"
       "options");
