@@ -182,8 +182,16 @@ class EngineImpl final : public Engine {
   // The backing is about to be written outside writeback units.
   Status ForgetBackingPoint() {
     Lock lk(mu_);
+    cv_.wait(lk, [&] { return !wb_running_; });
     backing_point_ = format::FlushPoint{};
-    return journal_ ? journal_->Forget() : Status::OK();
+    if (!journal_) return Status::OK();
+    wb_running_ = true;  // the journal is writeback's: keep writeback out meanwhile
+    lk.unlock();
+    Status st = journal_->Forget();
+    lk.lock();
+    wb_running_ = false;
+    cv_.notify_all();
+    return st;
   }
 
   uint64_t Size() const override { return sb_.backing_size; }

@@ -106,7 +106,12 @@ class PosixDevice final : public Device {
     return Status::OK();
   }
 
-  uint64_t Size() const override { return size_; }
+  // A regular file's current size (a journal grows as it is written).
+  uint64_t Size() const override {
+    struct stat st;
+    if (!block_ && ::fstat(fd_, &st) == 0) return static_cast<uint64_t>(st.st_size);
+    return size_;
+  }
   std::string Name() const override { return path_; }
 
   uint64_t BusyMillis() const override {

@@ -66,7 +66,8 @@ class Journal {
   Status Forget();
 
   const format::JournalState& state() const { return state_; }
-  uint64_t bytes_written() const { return bytes_written_; }
+  // Safe to call while another thread is in Write().
+  uint64_t bytes_written() const { return bytes_written_.load(std::memory_order_relaxed); }
   std::string Name() const { return dev_->Name(); }
 
  private:
@@ -79,7 +80,7 @@ class Journal {
   format::JournalState state_;
   uint64_t next_entry_ = 1;
   bool pending_ = false;  // an entry is durable but not known applied
-  uint64_t bytes_written_ = 0;
+  std::atomic<uint64_t> bytes_written_{0};
 };
 
 // The default journal path for a backing: next to it.

@@ -291,3 +291,23 @@ TEST_CASE("status reports the dirty age; max_dirty_age forces writeback of old c
   CHECK(s.backing_point_seq > 0);
   CHECK(r.backing->Durable(5 * 4096) == 0x55);
 }
+
+TEST_CASE("journal: a unit whose apply failed is completed before the next one is journaled") {
+  auto jd = std::make_shared<MemDisk>(4 << 20, "journal");
+  auto bd = std::make_shared<MemDisk>(kBacking, "backing");
+  auto j = OpenJournal(jd);
+  TestUnit a(0, 8192, 0xA1, 1);
+  a.u.runs = {{0, 4096}, {65536, 4096}};
+  bd->fail_write_after = 1;  // the second run fails: the backing holds half of unit 1
+  CHECK(!j->Write(*Dev(bd), a.u, nullptr).ok());
+  bd->ClearFaults();
+  CHECK(bd->data[65536] == 0);
+  // The next unit must not overwrite the entry before unit 1 is complete
+  // (a torn entry 2 would leave the backing a mix for good).
+  TestUnit b(131072, 4096, 0xB2, 2);
+  REQUIRE(j->Write(*Dev(bd), b.u, nullptr).ok());
+  CHECK(bd->durable[0] == 0xA1);
+  CHECK(bd->durable[65536] == 0xA1);
+  CHECK(bd->durable[131072] == 0xB2);
+  CHECK(j->state().point.chunk_seq == 2);
+}
