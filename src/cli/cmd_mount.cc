@@ -163,10 +163,12 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
     return kExitFailure;
   }
   std::string warning;
-  auto journal = OpenJournalFor(c.journal, c.backing, c.cache, *backing.value(), &warning);
+  bool created = false;
+  auto journal = OpenJournalFor(c.journal, c.backing, c.cache, *backing.value(), &warning, &created);
   if (!journal.ok()) {
-    Report(ready_fd, kExitFailure, journal.status().message());
-    return kExitFailure;
+    const int code = journal.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
+    Report(ready_fd, code, journal.status().message());
+    return code;
   }
   if (!warning.empty()) Log(LOG_WARNING, warning);
   if (!journal.value()) {
@@ -179,6 +181,7 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
                              std::move(journal.value()));
   if (!engine.ok()) {
+    if (created) ::unlink(JournalPath(c.journal, c.backing).c_str());  // leave nothing behind
     std::string msg = engine.status().message();
     if (engine.status().code() == Status::Code::kCorruption) {
       msg += "; the cache was refused and left untouched (to use it as a new cache, zero its "

@@ -448,8 +448,9 @@ int CmdWriteback(const std::vector<std::string>& args) {
     return OpenFail(cache.status());
   }
   std::string warning;
+  bool created = false;
   auto journal = OpenJournalFor(a.Value("--journal"), AbsolutePath(bpath), AbsolutePath(cpath),
-                                *backing.value(), &warning);
+                                *backing.value(), &warning, &created);
   if (!journal.ok()) return Fail(kExitFailure, "writeback: " + journal.status().message());
   if (!warning.empty()) std::cerr << "wbfs: " << warning << "\n";
   EngineOptions eo;
@@ -459,6 +460,7 @@ int CmdWriteback(const std::vector<std::string>& args) {
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
                              std::move(journal.value()));
   if (!engine.ok()) {
+    if (created) ::unlink(JournalPath(a.Value("--journal"), AbsolutePath(bpath)).c_str());
     if (engine.status().message().find("is not formatted") != std::string::npos) {
       std::printf("%s is blank: nothing to write back\n", cpath.c_str());
       return kExitOk;

@@ -46,11 +46,12 @@ std::string JournalPath(const std::string& setting, const std::string& backing_p
 // Opens (creating it if missing) the journal device for a mount or an
 // offline writeback; refuses the cache or the backing itself. With the
 // setting "none", returns null after applying and retiring whatever a
-// journal at the default path holds. `warning` gets a placement warning.
+// journal at the default path holds. `warning` gets a placement warning;
+// `created` says the file is new (a failed mount removes it again).
 Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
                                                const std::string& backing_path,
                                                const std::string& cache_path, Device& backing,
-                                               std::string* warning);
+                                               std::string* warning, bool* created);
 // "chunk N, cut at YYYY-MM-DD HH:MM:SS", or "unknown" for seq 0.
 std::string FlushPointText(uint64_t seq, uint64_t ms);
 

@@ -30,7 +30,8 @@ std::string JournalPath(const std::string& setting, const std::string& backing_p
 Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
                                                const std::string& backing_path,
                                                const std::string& cache_path, Device& backing,
-                                               std::string* warning) {
+                                               std::string* warning, bool* created) {
+  *created = false;
   if (setting == "none") {
     // No journal, by choice. One left by an earlier mount still gets its
     // interrupted unit applied, and stops vouching for the backing.
@@ -46,13 +47,22 @@ Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
     }
     return std::unique_ptr<Device>();
   }
+  struct stat bs;
+  if (setting.empty() && ::stat(backing_path.c_str(), &bs) == 0 && S_ISBLK(bs.st_mode)) {
+    return Status::InvalidArgument(
+        "the backing " + backing_path + " is a block device, so the journal cannot go next to it: "
+        "give journal=PATH (a file on a file system of the backing's disk) or journal=none");
+  }
   const std::string path = JournalPath(setting, backing_path);
   if (SameFile(path, cache_path) || SameFile(path, backing_path)) {
     return Status::InvalidArgument("journal " + path + " is the cache or the backing itself");
   }
   DeviceOptions o;
   o.create = true;
+  struct stat before;
+  const bool existed = ::stat(path.c_str(), &before) == 0;
   auto dev = OpenPosixDevice(path, o);
+  *created = dev.ok() && !existed;
   if (!dev.ok()) {
     if (dev.status().code() == Status::Code::kBusy) {
       return Status::Busy("journal " + path + " is in use by another wbfs mount or tool");

@@ -1655,8 +1655,24 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
   if (bsize / kBlockSize > format::kMaxBackingBlocks) {
     return Status::InvalidArgument("the backing " + backing->Name() + " is too large");
   }
-  // The journal first: a unit a crash interrupted goes to the backing
-  // before anything else reads or writes it.
+  log::CacheMeta meta;
+  WBFS_RETURN_IF_ERROR(log::ReadCacheMeta(*cache, &meta));
+  bool formatted = false;
+  if (meta.blank) {
+    if (cache->Size() < format::kMinCacheSize && opts.format_blank_cache) {
+      return Status::InvalidArgument(
+          "the cache " + cache->Name() + " is " + std::to_string(cache->Size()) +
+          " bytes; it must be at least " + std::to_string(format::kMinCacheSize) +
+          " bytes (1 MiB of superblock plus 4 segments of 512 KiB)");
+    }
+  } else if (meta.sb.backing_size != bsize) {
+    return Status::InvalidArgument("the cache " + cache->Name() + " was formatted for a backing of " +
+                                   std::to_string(meta.sb.backing_size) + " bytes, but " +
+                                   backing->Name() + " is " + std::to_string(bsize) + " bytes");
+  }
+  // Everything checked (nothing written yet): the journal comes first, so
+  // that a unit a crash interrupted reaches the backing before anything
+  // else reads or writes it.
   std::unique_ptr<journal::Journal> journal;
   bool replayed = false;
   if (journal_dev) {
@@ -1672,25 +1688,12 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
                std::to_string(rep.value().bytes) + " bytes)");
     }
   }
-  log::CacheMeta meta;
-  WBFS_RETURN_IF_ERROR(log::ReadCacheMeta(*cache, &meta));
-  bool formatted = false;
   if (meta.blank) {
     if (!opts.format_blank_cache) {
       return Status::InvalidArgument("the cache " + cache->Name() + " is not formatted");
     }
-    if (cache->Size() < format::kMinCacheSize) {
-      return Status::InvalidArgument(
-          "the cache " + cache->Name() + " is " + std::to_string(cache->Size()) +
-          " bytes; it must be at least " + std::to_string(format::kMinCacheSize) +
-          " bytes (1 MiB of superblock plus 4 segments of 512 KiB)");
-    }
     WBFS_RETURN_IF_ERROR(Format(*cache, bsize, &meta));
     formatted = true;
-  } else if (meta.sb.backing_size != bsize) {
-    return Status::InvalidArgument("the cache " + cache->Name() + " was formatted for a backing of " +
-                                   std::to_string(meta.sb.backing_size) + " bytes, but " +
-                                   backing->Name() + " is " + std::to_string(bsize) + " bytes");
   }
   format::Superblock sb = meta.sb;
   auto engine = std::make_unique<EngineImpl>(opts, std::move(backing), std::move(cache),

@@ -26,6 +26,12 @@ expect_exit 2 "mountpoint $T/nodir" m --backing "$T/backing.img" --cache "$T/cac
 touch "$T/afile"
 expect_exit 2 "is not a directory" m --backing "$T/backing.img" --cache "$T/cache.img" "$T/afile"
 expect_exit 2 "same file" m --backing "$T/backing.img" --cache "$T/backing.img" "$MNT"
+expect_exit 2 "is the cache or the backing itself" m --backing "$T/backing.img" --cache "$T/cache.img" --journal "$T/cache.img" "$MNT"
+expect_exit 2 "contradict" m --backing "$T/backing.img" --cache "$T/cache.img" --journal "$T/j" --no-journal "$MNT"
+# A block-device backing has no "next to it" for the default journal.
+loop_dev=$(losetup -f --show "$T/backing.img"); _loops+=("$loop_dev")
+expect_exit 2 "is a block device" m --backing "$loop_dev" --cache "$T/cache.img" "$MNT"
+loop_detach "$loop_dev"
 unchanged "usage errors"
 
 truncate -s $((64 * 1048576 + 512)) "$T/odd.img"
@@ -38,6 +44,8 @@ g=$(sha256sum <"$T/garbage.img")
 expect_exit 1 "not a wbfs cache" m --backing "$T/backing.img" --cache "$T/garbage.img" "$MNT"
 [ "$(sha256sum <"$T/garbage.img")" = "$g" ] || fail "the garbage cache was written"
 unchanged "content errors"
+# A refused mount leaves no journal file behind.
+if ls "$T"/*.wbfs-journal >/dev/null 2>&1; then fail "a refused mount left a journal file"; fi
 
 # A cache formatted for another backing size.
 wbfs_mount
