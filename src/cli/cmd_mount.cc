@@ -3,6 +3,7 @@
 // parent through a pipe that the image is ready (libfuse 3.14 would
 // daemonize before mounting, so wbfs does its own readiness signal).
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -145,6 +146,9 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   // The daemon must not recurse into the I/O it serves when memory is
   // short (a loop device or VM above it), nor be the OOM killer's pick.
   (void)::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+  // Writeback's buffers (up to 16 MiB each) come and go: keep them out of
+  // the heap, or glibc's adaptive threshold keeps them resident for good.
+  (void)::mallopt(M_MMAP_THRESHOLD, 256 << 10);
   if (int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); fd >= 0) {
     (void)!::write(fd, "-1000", 5);
     ::close(fd);

@@ -1294,7 +1294,12 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   // Sorted by address, adjacent sectors merged into runs of up to 1 MiB.
   journal::Unit unit;
   unit.point = point;
-  std::vector<uint8_t> out;
+  size_t out_len = 0;
+  for (const Item& it : items) {
+    if (!it.dropped) out_len += size_t{static_cast<unsigned>(__builtin_popcount(it.mask))} * kSectorSize;
+  }
+  AlignedBuffer out(out_len);  // one allocation of the exact size (no regrowth)
+  size_t out_at = 0;
   for (const Punch& p : punches) unit.punches.push_back({p.start * kBlockSize, p.count * kBlockSize});
   for (const Item& it : items) {
     if (it.dropped) continue;
@@ -1307,12 +1312,12 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
       } else {
         unit.runs.push_back({at, kSectorSize});
       }
-      const uint8_t* p = data.data() + it.data + sec * kSectorSize;
-      out.insert(out.end(), p, p + kSectorSize);
+      std::memcpy(out.data() + out_at, data.data() + it.data + sec * kSectorSize, kSectorSize);
+      out_at += kSectorSize;
     }
   }
   unit.data = out.data();
-  unit.data_len = out.size();
+  unit.data_len = out_at;
   const bool empty = unit.runs.empty() && unit.punches.empty();
   if (st.ok() && !empty) {
     st = journal_ ? journal_->Write(*backing_, unit, &abort_wb_) : journal::ApplyUnit(*backing_, unit, &abort_wb_);
