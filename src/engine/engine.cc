@@ -375,6 +375,8 @@ class EngineImpl final : public Engine {
   std::map<uint64_t, uint64_t> zeros_;  // union of pending discards: start -> end block
   uint64_t nr_pending_discards_ = 0;
   uint64_t open_chunk_ms_ = 0;  // first dirty write into the open chunk; 0: none
+  uint64_t around_gen_ = 0;     // write-around writes and punches so far
+  uint64_t around_synced_ = 0;  // of those, made durable before a staging
   format::FlushPoint backing_point_;  // what the backing shows (after the last unit)
   ReadStager stager_;          // read misses waiting to be staged
   uint64_t cur_batch_ = 0;
@@ -598,7 +600,21 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
 
 void EngineImpl::InjectStagedLocked(Lock& lk, ReadStager::Clock::duration min_age) {
   if (stager_.empty() || failed_ || closed_) return;
-  for (uint64_t block : stager_.Injectable(tun_.read_cache_threshold, min_age)) {
+  const std::vector<uint64_t> ready = stager_.Injectable(tun_.read_cache_threshold, min_age);
+  if (ready.empty()) return;
+  // Write-around: a staged read may have seen a write that went around the
+  // cache and is not durable on the backing yet. Its clean copy must not
+  // become durable in the log first, or a crash would leave the cache
+  // disagreeing with the backing (found by the simulation).
+  if (write_around() && around_gen_ != around_synced_) {
+    const uint64_t gen = around_gen_;
+    lk.unlock();
+    Status st = backing_->Sync();
+    lk.lock();
+    if (!st.ok()) return;  // not now; the cells wait
+    around_synced_ = std::max(around_synced_, gen);
+  }
+  for (uint64_t block : ready) {
     if (!EnsureRoomLocked(lk).ok()) return;  // may drop the lock: look again
     const uint8_t* data = stager_.Data(block);
     if (data == nullptr) continue;  // cancelled meanwhile
@@ -741,6 +757,7 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
   Status st = backing_->WriteAt(off, src, len);
   Lock lk(mu_);
   stager_.CancelRange(b0, n);  // reads that staged the old data meanwhile
+  around_gen_++;  // even a failed write may have landed
   if (!st.ok()) return st;
   st_.user_bytes_written += len;
   st_.backing_bytes_written += len;
@@ -878,6 +895,7 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
   Status st = backing_->Discard(fb0 * kBlockSize, (fb1 - fb0) * kBlockSize);
   lk.lock();
   stager_.CancelRange(fb0, fb1 - fb0);  // reads that staged the old data meanwhile
+  around_gen_++;
   if (st.ok()) st_.discarded_bytes += len;
   return st;
 }

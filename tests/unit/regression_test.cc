@@ -124,3 +124,24 @@ TEST_CASE("regression: a clean unmount in write-around mode makes the backing du
   r.Open();
   CHECK(r.At(8192) == 0xD1);
 }
+
+TEST_CASE("regression: write-around + read caching: a staged copy never outlives the write it read") {
+  Rig r;
+  r.opts.tunables.write_around_mode = 1;
+  r.opts.tunables.read_cache_threshold = 8;
+  r.opts.read_stage_delay_ms = 0;
+  r.Open();
+  r.Fill(5 * 4096, 4096, 0xE1);  // around the cache, not yet durable on the backing
+  r.backing->fail_sync_after = 0;  // the backing cannot be synced now
+  std::vector<uint8_t> b(4096);
+  REQUIRE(r.e->Read(5 * 4096, b.data(), b.size()).ok());  // a miss: staged
+  CHECK(b[0] == 0xE1);
+  (void)r.e->Flush();  // the cache syncs; the backing's sync fails
+  r.PowerCut();        // the write never reached the backing durably
+  r.backing->ClearFaults();
+  r.Open();
+  REQUIRE(r.e->Read(5 * 4096, b.data(), b.size()).ok());
+  // The image must be what the backing holds: no clean cached copy of a
+  // write the backing lost.
+  CHECK(b[0] == r.backing->durable[5 * 4096]);
+}
