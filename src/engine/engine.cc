@@ -164,7 +164,6 @@ class EngineImpl final : public Engine {
         sb_(sb),
         nr_segments_(sb.nr_segments),
         nr_slots_(static_cast<uint32_t>(sb.nr_segments * kBlocksPerSegment)),
-        backing_blocks_(sb.backing_size / kBlockSize),
         segs_(sb.nr_segments),
         slots_(nr_slots_, 0),
         index_(nr_slots_, &slots_) {
@@ -327,7 +326,6 @@ class EngineImpl final : public Engine {
   const format::Superblock sb_;
   const uint64_t nr_segments_;
   const uint32_t nr_slots_;
-  const uint64_t backing_blocks_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // any progress: flushes, syncs, unpins, writeback
@@ -346,6 +344,7 @@ class EngineImpl final : public Engine {
   uint32_t chunk_n_ = 0;
   bool acquiring_ = false;
   bool wb_running_ = false;
+  bool flushing_ = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
   bool wb_failing_ = false;  // the last writeback failed (logged once)
   std::atomic<bool> read_failing_{false};
 
@@ -1049,7 +1048,7 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
 void EngineImpl::FlusherMain() {
   Lock lk(mu_);
   for (;;) {
-    cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
+    cv_.wait(lk, [&] { return (stop_ && !flushing_) || (!jobs_.empty() && !flushing_); });
     if (jobs_.empty()) return;  // stop_ and drained
     FlushFrontLocked(lk);
   }
@@ -1063,6 +1062,7 @@ void EngineImpl::PumpLocked(Lock& lk) {
 // and writes header and data in one sequential write.
 void EngineImpl::FlushFrontLocked(Lock& lk) {
   {
+    flushing_ = true;  // one chunk write at a time, in seq order
     FlushJob job = jobs_.front();
     Segment& s = segs_[job.slot];
     uint8_t* base = s.buf + size_t{job.offset - s.buf_start} * kBlockSize;
@@ -1092,6 +1092,7 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
     lk.lock();
     jobs_.pop_front();
     s.unflushed--;
+    flushing_ = false;
     if (skip) {
       cv_.notify_all();
       return;
@@ -1164,6 +1165,9 @@ Status EngineImpl::Flush() {
       PumpLocked(lk);
     }
     target = last_cut_seq_;
+    // The flusher idle: write the chunks here rather than wake it and wait
+    // (two thread hand-offs on the fsync path).
+    while (!flushing_ && !jobs_.empty() && flushed_seq_ < target && !failed_) FlushFrontLocked(lk);
     WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, target));
   }
   WBFS_RETURN_IF_ERROR(SyncTo(target));

@@ -21,6 +21,8 @@
 #include <new>
 #include <vector>
 
+#include "util/aligned_buffer.h"
+
 namespace wbfs::fuse {
 namespace {
 
@@ -175,14 +177,16 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*)
       return;
     }
     size_t n = static_cast<size_t>(std::min<uint64_t>(size, e->Size() - uoff));
-    thread_local std::vector<char> buf;
-    if (buf.size() < n) buf.resize(n);
+    // 4 KiB-aligned, so that the cache's O_DIRECT reads land in it without
+    // a bounce buffer (a vector's memory is not aligned).
+    thread_local AlignedBuffer buf;
+    if (buf.size() < n) buf.Reset(n);
     Status st = e->Read(uoff, buf.data(), n);
     if (!st.ok()) {
       fuse_reply_err(req, ErrnoFor(st));
       return;
     }
-    fuse_reply_buf(req, buf.data(), n);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
 }
 
