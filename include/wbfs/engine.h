@@ -45,6 +45,12 @@ struct EngineOptions {
   // How long a staged read waits before it is injected into the log, so
   // that interleaved sequential streams can be recognised first.
   uint32_t read_stage_delay_ms = 50;
+  // Writeback joins runs of a unit separated by at most this many bytes
+  // into one write, filling each gap with what the backing holds (one read
+  // and one write instead of several writes: disks pay per I/O more than
+  // per byte), up to writeback_fill_budget filled bytes per unit. 0: off.
+  uint64_t writeback_fill_gap = 64 << 10;
+  uint64_t writeback_fill_budget = 16 << 20;
   // Open-time only: refuse a blank cache instead of formatting it.
   bool format_blank_cache = true;
   // Where the engine reports errors and recoveries (once per episode, not

@@ -318,6 +318,13 @@ class EngineImpl final : public Engine {
   // Without threads (opts_.threads false) the caller writes what it cut.
   void PumpLocked(Lock& lk);
   Status WritebackUrgent(Lock& lk, uint64_t upto);
+  // Joins runs of a unit separated by small gaps into one write, filling
+  // each gap with what the backing holds there (so the unit writes it back
+  // unchanged): on a disk that pays per I/O, not per byte, k scattered
+  // writes in a region become one read and one write. Never fills across a
+  // punch of the unit (the punch comes first: the old data would undo it).
+  // On change, unit->data points into *buf. No lock held.
+  Status FillGaps(journal::Unit* unit, AlignedBuffer* buf);
 
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
@@ -345,6 +352,11 @@ class EngineImpl final : public Engine {
   bool acquiring_ = false;
   bool wb_running_ = false;
   bool flushing_ = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
+  // The journaled unit whose apply failed (ids up to redo_upto_, redo_count_
+  // segments, the current one included): the next unit covers it.
+  uint64_t redo_upto_ = 0;
+  uint64_t redo_count_ = 0;
+  bool redo_current_ = false;
   bool wb_failing_ = false;  // the last writeback failed (logged once)
   std::atomic<bool> read_failing_{false};
 
@@ -1200,6 +1212,15 @@ Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
 
 Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {
   cv_.wait(lk, [&] { return !wb_running_; });
+  // A journaled unit whose apply failed is applied again before the next
+  // one (Journal::Write): the next unit must then cover at least as much,
+  // or it would take the backing back to an earlier point for some blocks
+  // only.
+  if (redo_count_ > 0) {
+    upto = std::max(upto, redo_upto_);
+    batch = std::max(batch, redo_count_);
+    current = current || redo_current_;
+  }
   // The unit: sealed segments after last_writeback_id_, then maybe the
   // current one (its cut chunks).
   std::vector<uint64_t> ids;
@@ -1340,6 +1361,8 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   }
   unit.data = out.data();
   unit.data_len = out_at;
+  AlignedBuffer filled;
+  if (st.ok()) st = FillGaps(&unit, &filled);
   const bool empty = unit.runs.empty() && unit.punches.empty();
   if (st.ok() && !empty) {
     st = journal_ ? journal_->Write(*backing_, unit, &abort_wb_) : journal::ApplyUnit(*backing_, unit, &abort_wb_);
@@ -1349,6 +1372,14 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   for (const Range& r : ranges) segs_[r.ring].pins--;
   wb_running_ = false;
   cv_.notify_all();
+  if (!st.ok() && journal_ && journal_->pending()) {
+    redo_upto_ = ids.back();
+    redo_count_ = ids.size();
+    redo_current_ = !segs_[RingSlot(ids.back())].sealed || current;
+  } else if (st.ok()) {
+    redo_upto_ = redo_count_ = 0;
+    redo_current_ = false;
+  }
   if (!st.ok()) {
     // The changes stay unapplied in the cache; the next writeback retries them.
     if (st.code() == Status::Code::kFailed) return st;  // stopped for unmount
@@ -1396,6 +1427,63 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     const Segment& s = segs_[RingSlot(id)];
     if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
   }
+  return Status::OK();
+}
+
+Status EngineImpl::FillGaps(journal::Unit* unit, AlignedBuffer* buf) {
+  const uint64_t max_gap = opts_.writeback_fill_gap;
+  if (max_gap == 0 || unit->runs.size() < 2) return Status::OK();
+  constexpr uint64_t kMaxRegion = 1 << 20;
+  auto punched = [&](uint64_t a, uint64_t b) {
+    for (const format::ByteRange& p : unit->punches) {
+      if (a < p.offset + p.length && p.offset < b) return true;
+    }
+    return false;
+  };
+  // Regions: consecutive runs joined while the gap, the region and the
+  // unit's fill budget allow.
+  struct Region {
+    uint64_t offset, length;
+    size_t first, last;  // runs [first, last]
+  };
+  std::vector<Region> regions;
+  uint64_t fill = 0;
+  for (size_t i = 0; i < unit->runs.size(); i++) {
+    const format::ByteRange& r = unit->runs[i];
+    if (!regions.empty()) {
+      Region& g = regions.back();
+      const uint64_t end = g.offset + g.length, gap = r.offset - end;
+      if (gap <= max_gap && r.offset + r.length - g.offset <= kMaxRegion &&
+          fill + gap <= opts_.writeback_fill_budget && !punched(end, r.offset)) {
+        fill += gap;
+        g.length = r.offset + r.length - g.offset;
+        g.last = i;
+        continue;
+      }
+    }
+    regions.push_back({r.offset, r.length, i, i});
+  }
+  if (regions.size() == unit->runs.size()) return Status::OK();
+  uint64_t total = 0;
+  for (const Region& g : regions) total += g.length;
+  buf->Reset(static_cast<size_t>(total));
+  std::vector<uint64_t> run_at(unit->runs.size());  // each run's offset in unit->data
+  for (size_t i = 1; i < run_at.size(); i++) run_at[i] = run_at[i - 1] + unit->runs[i - 1].length;
+  uint64_t at = 0;
+  for (const Region& g : regions) {
+    uint8_t* dst = buf->data() + at;
+    if (g.first != g.last) WBFS_RETURN_IF_ERROR(backing_->ReadAt(g.offset, dst, g.length));
+    for (size_t i = g.first; i <= g.last; i++) {
+      const format::ByteRange& r = unit->runs[i];
+      std::memcpy(dst + (r.offset - g.offset), unit->data + run_at[i], r.length);
+    }
+    at += g.length;
+  }
+  std::vector<format::ByteRange> runs;
+  for (const Region& g : regions) runs.push_back({g.offset, g.length});
+  unit->runs = std::move(runs);
+  unit->data = buf->data();
+  unit->data_len = total;
   return Status::OK();
 }
 

@@ -66,6 +66,9 @@ class Journal {
   Status Forget();
 
   const format::JournalState& state() const { return state_; }
+  // An entry is durable but not known applied (its apply failed): the next
+  // Write() applies it first.
+  bool pending() const { return pending_; }
   // Safe to call while another thread is in Write().
   uint64_t bytes_written() const { return bytes_written_.load(std::memory_order_relaxed); }
   std::string Name() const { return dev_->Name(); }

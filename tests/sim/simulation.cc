@@ -142,6 +142,9 @@ class SeedRun {
     if (rng_() % 3 == 0) opts_.tunables.read_cache_threshold = 1 + static_cast<int64_t>(rng_() % 8);
     if (rng_() % 4 == 0) opts_.tunables.write_around_mode = 1;
     use_journal_ = rng_() % 3 != 0;
+    const uint64_t gaps[] = {0, 4096, 65536, 1 << 20};
+    opts_.writeback_fill_gap = gaps[rng_() % 4];
+    opts_.writeback_fill_budget = rng_() % 2 ? (16 << 20) : (64 << 10);
     if (kTrace) {
       std::printf("read_cache_threshold %lld write_around %lld\n",
                   (long long)opts_.tunables.read_cache_threshold, (long long)opts_.tunables.write_around_mode);
