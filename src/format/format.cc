@@ -36,12 +36,16 @@ constexpr size_t kJeHeaderCrc = 8, kJeDataCrc = 12, kJeSeq = 16, kJeBackingSize 
                  kJeHeaderLen = 60, kJeNrRuns = 64, kJeNrPunches = 68, kJeDataLen = 72,
                  kJeTime = 80;
 
-// CRC of a 4 KiB block with its 4-byte crc field at `crc_at` taken as zero.
-uint32_t BlockCrc(const uint8_t* block, size_t crc_at) {
+// CRC of `len` bytes with the 4-byte crc field at `crc_at` taken as zero.
+uint32_t CrcWithoutField(const uint8_t* p, size_t len, size_t crc_at) {
   static const uint8_t kZero[4] = {0, 0, 0, 0};
-  uint32_t c = crc32c::Value(block, crc_at);
+  uint32_t c = crc32c::Value(p, crc_at);
   c = crc32c::Extend(c, kZero, 4);
-  return crc32c::Extend(c, block + crc_at + 4, kBlockSize - crc_at - 4);
+  return crc32c::Extend(c, p + crc_at + 4, len - crc_at - 4);
+}
+// The same over a 4 KiB block (superblock, records, chunk headers, journal states).
+uint32_t BlockCrc(const uint8_t* block, size_t crc_at) {
+  return CrcWithoutField(block, kBlockSize, crc_at);
 }
 
 }  // namespace
@@ -345,11 +349,7 @@ void EncodeJournalEntryHeader(const JournalEntryHeader& h, std::vector<uint8_t>*
       p += kJournalDescSize;
     }
   }
-  static const uint8_t kZero[4] = {0, 0, 0, 0};
-  uint32_t c = crc32c::Value(b, kJeHeaderCrc);
-  c = crc32c::Extend(c, kZero, 4);
-  c = crc32c::Extend(c, b + kJeHeaderCrc + 4, len - kJeHeaderCrc - 4);
-  EncodeFixed32(b + kJeHeaderCrc, c);
+  EncodeFixed32(b + kJeHeaderCrc, CrcWithoutField(b, len, kJeHeaderCrc));
 }
 
 Status DecodeJournalEntryFixed(const uint8_t* b, JournalEntryHeader* h) {
@@ -375,11 +375,7 @@ Status DecodeJournalEntryFixed(const uint8_t* b, JournalEntryHeader* h) {
 }
 
 Status DecodeJournalEntryHeader(const uint8_t* b, JournalEntryHeader* h) {
-  static const uint8_t kZero[4] = {0, 0, 0, 0};
-  uint32_t c = crc32c::Value(b, kJeHeaderCrc);
-  c = crc32c::Extend(c, kZero, 4);
-  c = crc32c::Extend(c, b + kJeHeaderCrc + 4, h->header_len - kJeHeaderCrc - 4);
-  if (c != h->header_crc) return Status::Corruption("journal entry: header checksum mismatch");
+  if (CrcWithoutField(b, h->header_len, kJeHeaderCrc) != h->header_crc) return Status::Corruption("journal entry: header checksum mismatch");
   const uint8_t* p = b + kJournalFixedHeader;
   uint64_t data = 0;
   for (auto* v : {&h->runs, &h->punches}) {
