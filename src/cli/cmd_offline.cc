@@ -1,8 +1,9 @@
-// The offline tools: check, dump, format, writeback. They read the cache
+// The offline tools: check, dump, format, writeback, recover. They read the cache
 // with the same reader mount uses (src/log), hold the same locks as a
 // mount (so they refuse a cache in use), and write nothing until every
 // check has passed.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "journal/journal.h"
 #include "log/check.h"
 #include "log/log_reader.h"
 #include "util/aligned_buffer.h"
@@ -517,6 +519,87 @@ int CmdWriteback(const std::vector<std::string>& args) {
   std::printf("writeback: %llu dirty blocks (%s) written; the cache is clean and %s alone is "
               "the image\n",
               static_cast<unsigned long long>(total), HumanBytes(total * 4096).c_str(), bpath.c_str());
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------ recover
+
+int CmdRecover(const std::vector<std::string>& args) {
+  const char* usage =
+      "usage: wbfs recover --backing PATH [--journal PATH] [--json]\n"
+      "\n"
+      "Without the cache: applies the writeback unit a crash interrupted, if the\n"
+      "journal holds one, so that the backing alone is the image as it was at the\n"
+      "flush point the journal names. Use it when the cache is lost; a mount with\n"
+      "the cache does the same by itself. The journal defaults to BACKING.wbfs-journal.\n";
+  Args a;
+  std::string err;
+  if (!ParseArgs(args, {"--help", "-h", "--json"}, {"--backing", "--journal"}, &a, &err)) {
+    return Fail(kExitUsage, "recover: " + err);
+  }
+  if (a.Has("--help") || a.Has("-h")) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  const bool json = a.Has("--json");
+  const std::string backing_path = a.Value("--backing");
+  std::string journal_path = a.Value("--journal");
+  if (!a.pos.empty() || backing_path.empty()) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  if (journal_path.empty()) journal_path = journal::DefaultPath(backing_path);
+  auto backing = OpenOffline("backing", backing_path, true);
+  if (!backing.ok()) return OpenFail(backing.status());
+  struct stat st;
+  if (::stat(journal_path.c_str(), &st) != 0) {
+    return Fail(kExitUsage, "no journal at " + journal_path +
+                                " (the mount ran without one: the backing cannot be vouched for)");
+  }
+  auto dev = OpenPosixDevice(journal_path, DeviceOptions{});
+  if (!dev.ok()) return Fail(kExitFailure, "journal: " + dev.status().message());
+  auto j = journal::Journal::Open(std::move(dev.value()), backing.value()->Size());
+  if (!j.ok()) return Fail(kExitFailure, j.status().message());
+  auto rep = j.value()->Recover(*backing.value());
+  if (!rep.ok()) return Fail(kExitFailure, "recover: " + rep.status().message());
+  const journal::RecoveryReport& r = rep.value();
+  const format::FlushPoint& p = r.state.point;
+  if (json) {
+    nlohmann::json o;
+    o["backing"] = backing_path;
+    o["journal"] = journal_path;
+    o["replayed"] = r.replayed;
+    o["replayed_entry"] = r.entry_seq;
+    o["replayed_bytes"] = r.bytes;
+    o["torn_entry_dropped"] = r.torn_entry;
+    o["applied_entries"] = r.state.applied_entry;
+    o["flush_point"] = {{"known", p.chunk_seq != 0},
+                        {"cache_nonce", p.cache_nonce},
+                        {"chunk_seq", p.chunk_seq},
+                        {"segment_id", p.segment_id},
+                        {"time_ms", p.time_ms}};
+    std::printf("%s\n", o.dump(2).c_str());
+    return kExitOk;
+  }
+  if (r.replayed) {
+    std::printf("recover: applied the interrupted writeback unit %llu again (%s)\n",
+                static_cast<unsigned long long>(r.entry_seq), HumanBytes(r.bytes).c_str());
+  } else if (r.torn_entry) {
+    std::printf("recover: dropped a unit that never became durable (the backing was not touched)\n");
+  } else {
+    std::printf("recover: no interrupted writeback unit\n");
+  }
+  if (p.chunk_seq != 0) {
+    std::printf("%s is the image as of flush point %s (cache %016llx)\n", backing_path.c_str(),
+                FlushPointText(p.chunk_seq, p.time_ms).c_str(),
+                static_cast<unsigned long long>(p.cache_nonce));
+  } else if (r.state.applied_entry == 0) {
+    std::printf("%s: nothing was ever written back through this journal; the backing is as it "
+                "was before the cache took writes\n", backing_path.c_str());
+  } else {
+    std::printf("%s: the backing was last written without the journal (write_around_mode or "
+                "journal none); no flush point can be vouched for\n", backing_path.c_str());
+  }
   return kExitOk;
 }
 
