@@ -382,12 +382,11 @@ int CmdMount(const std::vector<std::string>& args) {
   if (st.ok()) st = ResolveFile("mountpoint", &c.mountpoint);
   if (!st.ok()) return Fail(kExitUsage, st.message());
   if (!c.journal.empty() && c.journal != "none") c.journal = AbsolutePath(c.journal);
-  struct stat mst, bst, cst;
+  struct stat mst;
   if (::stat(c.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
     return Fail(kExitUsage, "mountpoint " + c.mountpoint + " is not a directory");
   }
-  if (::stat(c.backing.c_str(), &bst) == 0 && ::stat(c.cache.c_str(), &cst) == 0 &&
-      bst.st_dev == cst.st_dev && bst.st_ino == cst.st_ino) {
+  if (SameFile(c.backing, c.cache)) {
     return Fail(kExitUsage, "backing and cache are the same file: " + c.backing);
   }
   if (IsMountPoint(c.mountpoint)) {

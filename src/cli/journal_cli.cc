@@ -10,15 +10,6 @@
 #include "wbfs/device.h"
 
 namespace wbfs::cli {
-namespace {
-
-bool SameFile(const std::string& a, const std::string& b) {
-  struct stat sa, sb;
-  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
-}
-
-}  // namespace
 
 std::string JournalPath(const std::string& setting, const std::string& backing_path) {
   if (setting == "none") return "";

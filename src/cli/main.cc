@@ -1,6 +1,7 @@
 // wbfs: a userspace write-back cache for disk images.
 #include <climits>
 #include <cstdlib>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -75,6 +76,12 @@ std::string Unescape(const std::string& s) {
   return out;
 }
 }  // namespace
+
+bool SameFile(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
 
 bool IsMountPoint(const std::string& abs_path) {
   std::ifstream in("/proc/self/mountinfo");
