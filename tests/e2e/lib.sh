@@ -74,8 +74,10 @@ wbfs_umount() { "$WBFS" umount "$MNT"; }
 # losetup on the image, remembered for cleanup; sets LOOPDEV. (Not
 # dev=$(loop_attach): a command substitution is a subshell, and the device
 # would never reach _loops, so a failing test would leak it.)
-loop_attach() {
-  LOOPDEV=$(losetup --direct-io=on -f --show "$MNT/image")
+loop_attach() { loop_attach_file "$MNT/image" --direct-io=on; }
+# loop_attach_file FILE [LOSETUP-ARGS...]: the same for any file.
+loop_attach_file() {
+  LOOPDEV=$(losetup -f --show "${@:2}" "$1")
   _loops+=("$LOOPDEV")
 }
 loop_detach() {
@@ -94,4 +96,15 @@ kill_daemon() {
   kill -9 "$pid"
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
   fail "daemon $pid survived kill -9"
+}
+# After a file system test on $LOOPDEV mounted at $T/fs: takes it all down
+# (fs, loop device, wbfs), mounts the image again, attaches it and checks
+# it with e2fsck -fn. LOOPDEV is then the new device.
+remount_fsck() {
+  umount "$T/fs"
+  loop_detach "$LOOPDEV"
+  wbfs_umount
+  wbfs_mount "$@"
+  loop_attach
+  e2fsck -fn "$LOOPDEV" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors"; }
 }

@@ -29,9 +29,9 @@ expect_exit 2 "same file" m --backing "$T/backing.img" --cache "$T/backing.img" 
 expect_exit 2 "is the cache or the backing itself" m --backing "$T/backing.img" --cache "$T/cache.img" --journal "$T/cache.img" "$MNT"
 expect_exit 2 "contradict" m --backing "$T/backing.img" --cache "$T/cache.img" --journal "$T/j" --no-journal "$MNT"
 # A block-device backing has no "next to it" for the default journal.
-loop_dev=$(losetup -f --show "$T/backing.img"); _loops+=("$loop_dev")
-expect_exit 2 "is a block device" m --backing "$loop_dev" --cache "$T/cache.img" "$MNT"
-loop_detach "$loop_dev"
+loop_attach_file "$T/backing.img"
+expect_exit 2 "is a block device" m --backing "$LOOPDEV" --cache "$T/cache.img" "$MNT"
+loop_detach "$LOOPDEV"
 unchanged "usage errors"
 
 truncate -s $((64 * 1048576 + 512)) "$T/odd.img"

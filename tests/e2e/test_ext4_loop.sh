@@ -19,14 +19,8 @@ for d in 1 2 3 4 5 6 7 8; do
   head -c $((10 << 20)) /dev/urandom >"$T/fs/dir$d/big"
 done
 (cd "$T/fs" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$T/sums"
-umount "$T/fs"
-loop_detach "$dev"
-wbfs_umount
-
-wbfs_mount
-loop_attach
+remount_fsck
 dev=$LOOPDEV
-e2fsck -fn "$dev" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors"; }
 mount "$dev" "$T/fs"
 (cd "$T/fs" && sha256sum --quiet -c "$T/sums") || fail "checksums differ"
 umount "$T/fs"

@@ -52,11 +52,7 @@ grep -q "is the image as of flush point" "$T/recover.out" || fail "recover named
 e2fsck -E journal_only -y "$T/backing.img" >"$T/fsck0.out" 2>&1 || true
 e2fsck -fn "$T/backing.img" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors after recovery"; }
 
-losetup_backing() {
-  LOOPDEV=$(losetup -f --show -r "$T/backing.img")
-  _loops+=("$LOOPDEV")
-}
-losetup_backing
+loop_attach_file "$T/backing.img" -r
 mount -o ro "$LOOPDEV" "$T/fs"
 _mounts+=("$T/fs")
 for i in $(seq 1 30); do

@@ -91,14 +91,8 @@ rm "$T/fs"/gone*
 sync
 fstrim -v "$T/fs" >"$T/fstrim.out" || fail "fstrim failed: $(cat "$T/fstrim.out")"
 [ "$(json '.discarded_bytes > 0')" = true ] || fail "no discard reached wbfs"
-umount "$T/fs"
-loop_detach "$dev"
-wbfs_umount
-
-wbfs_mount
-loop_attach
+remount_fsck
 dev=$LOOPDEV
-e2fsck -fn "$dev" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors"; }
 checked=0
 while read -r start end; do
   n=$((end - start + 1))
