@@ -1060,7 +1060,7 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
 void EngineImpl::FlusherMain() {
   Lock lk(mu_);
   for (;;) {
-    cv_.wait(lk, [&] { return (stop_ && !flushing_) || (!jobs_.empty() && !flushing_); });
+    cv_.wait(lk, [&] { return !flushing_ && (stop_ || !jobs_.empty()); });
     if (jobs_.empty()) return;  // stop_ and drained
     FlushFrontLocked(lk);
   }

@@ -66,8 +66,7 @@ Result<std::unique_ptr<Journal>> Journal::Open(std::unique_ptr<Device> dev, uint
                                    std::to_string(j->state_.backing_size) + " bytes, not " +
                                    std::to_string(backing_size));
   }
-  j->next_entry_ = j->state_.applied_entry + 1;
-  j->pending_ = true;  // until Recover() has looked at the entry
+  j->pending_ = true;  // until Recover() has looked at the entry (and set next_entry_)
   return j;
 }
 
@@ -140,8 +139,9 @@ Result<RecoveryReport> Journal::Recover(Device& backing) {
     rep.entry_seq = h.seq;
     rep.bytes = h.data_len;
   }
-  next_entry_ = std::max(state_.applied_entry, have ? h.seq : 0) + 1;
-  if (rep.torn_entry) next_entry_ = std::max(next_entry_, h.seq + 1);
+  // (A replayed entry's seq is applied_entry now; a torn one's seq is not
+  // reused, so that its leftovers can never pass for the next entry.)
+  next_entry_ = std::max(state_.applied_entry, rep.torn_entry ? h.seq : 0) + 1;
   rep.state = state_;
   return rep;
 }
