@@ -1212,6 +1212,17 @@ Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
 
 Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {
   cv_.wait(lk, [&] { return !wb_running_; });
+  // Held from here, not just around the I/O: waiting for the unit's chunks
+  // to flush drops the lock, and a second caller must not build the same
+  // unit meanwhile. Every return holds the lock.
+  wb_running_ = true;
+  struct Running {
+    EngineImpl* e;
+    ~Running() {
+      e->wb_running_ = false;
+      e->cv_.notify_all();
+    }
+  } running{this};
   // A journaled unit whose apply failed is applied again before the next
   // one (Journal::Write): the next unit must then cover at least as much,
   // or it would take the backing back to an earlier point for some blocks
@@ -1321,7 +1332,6 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
       if (it->order < p.order) it->dropped = true;
     }
   }
-  wb_running_ = true;
   lk.unlock();
 
   // The unit must be durable in the cache before the backing changes: a
@@ -1370,7 +1380,6 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
 
   lk.lock();
   for (const Range& r : ranges) segs_[r.ring].pins--;
-  wb_running_ = false;
   cv_.notify_all();
   if (!st.ok() && journal_ && journal_->pending()) {
     redo_upto_ = ids.back();

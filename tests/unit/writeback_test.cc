@@ -211,3 +211,23 @@ TEST_CASE("background writeback keeps room in the log when writeback_threshold >
   REQUIRE(r.e->Close().ok());
   CHECK(r.backing->data == r.model);
 }
+
+TEST_CASE("two writebacks at once do not build the same unit twice") {
+  // Both cut the open chunk and wait for it to reach the cache; the second
+  // must wait for the first unit, not write the same blocks back again.
+  WbRig r(2 << 20, 8 << 20);
+  r.Open();
+  r.Write(0, 64 * 4096);  // contiguous: one run, no gap filling
+  r.cache->Pause();
+  std::thread a([&] { CHECK(r.e->WritebackAll().ok()); });
+  std::thread b([&] { CHECK(r.e->WritebackAll().ok()); });
+  for (int i = 0; i < 200 && r.cache->WaitingWrites() == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let both reach their wait
+  r.cache->Resume();
+  a.join();
+  b.join();
+  CHECK(r.e->Stats().backing_bytes_written == 64 * 4096);
+  CHECK(r.e->Stats().nr_writeback_units == 1);
+}
