@@ -112,6 +112,24 @@ struct PendingDiscard {
   uint32_t pos;
 };
 
+// Sets a claim flag (acquiring_, wb_running_) and clears it, waking the
+// waiters, on every way out of the scope. The engine's lock must be held at
+// both ends.
+class Claim {
+ public:
+  Claim(bool* flag, std::condition_variable* cv) : flag_(flag), cv_(cv) { *flag_ = true; }
+  ~Claim() {
+    *flag_ = false;
+    cv_->notify_all();
+  }
+  Claim(const Claim&) = delete;
+  Claim& operator=(const Claim&) = delete;
+
+ private:
+  bool* flag_;
+  std::condition_variable* cv_;
+};
+
 // Per ring slot.
 struct Segment {
   uint64_t id = 0;            // occupant (0: none since format)
@@ -184,12 +202,10 @@ class EngineImpl final : public Engine {
     cv_.wait(lk, [&] { return !wb_running_; });
     backing_point_ = format::FlushPoint{};
     if (!journal_) return Status::OK();
-    wb_running_ = true;  // the journal is writeback's: keep writeback out meanwhile
+    Claim claim(&wb_running_, &cv_);  // the journal is writeback's: keep writeback out meanwhile
     lk.unlock();
     Status st = journal_->Forget();
     lk.lock();
-    wb_running_ = false;
-    cv_.notify_all();
     return st;
   }
 
@@ -1002,14 +1018,7 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
     cv_.wait(lk, [&] { return !acquiring_; });
     return Status::OK();
   }
-  acquiring_ = true;
-  struct Done {
-    EngineImpl* e;
-    ~Done() {
-      e->acquiring_ = false;
-      e->cv_.notify_all();
-    }
-  } done{this};
+  Claim claim(&acquiring_, &cv_);
   const uint64_t id = last_seg_id_ + 1;
   const uint32_t ring = RingSlot(id);
   for (;;) {
@@ -1215,14 +1224,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   // Held from here, not just around the I/O: waiting for the unit's chunks
   // to flush drops the lock, and a second caller must not build the same
   // unit meanwhile. Every return holds the lock.
-  wb_running_ = true;
-  struct Running {
-    EngineImpl* e;
-    ~Running() {
-      e->wb_running_ = false;
-      e->cv_.notify_all();
-    }
-  } running{this};
+  Claim claim(&wb_running_, &cv_);
   // A journaled unit whose apply failed is applied again before the next
   // one (Journal::Write): the next unit must then cover at least as much,
   // or it would take the backing back to an earlier point for some blocks
