@@ -2,6 +2,16 @@
 // calls pread, pwrite, fdatasync and ioctl. With O_DIRECT it owns alignment:
 // unaligned reads go through an aligned bounce buffer, unaligned writes are
 // refused (the engine only writes whole 4 KiB blocks to a direct device).
+//
+// A device opened buffered (the backing, the journal) still moves *bulk*
+// transfers (aligned, at least kBulk bytes: writeback's windows and runs,
+// journal entries) through a second, O_DIRECT descriptor: such data is
+// read once and written once, so the host's page cache gains nothing from
+// it, and buffered reads of it would come in readahead-sized requests (a
+// disk that pays per request pays many times). The kernel keeps the two
+// descriptors coherent: a direct read first writes back dirty cached pages
+// of its range, a direct write drops them. Small and unaligned I/O (a user
+// read of a missed block, a write around the cache) stays buffered.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -27,6 +37,7 @@ namespace wbfs {
 namespace {
 
 constexpr size_t kDirectAlign = 4096;
+constexpr size_t kBulk = 128 << 10;
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
@@ -49,19 +60,23 @@ class BusyTimer {
 
 class PosixDevice final : public Device {
  public:
-  PosixDevice(std::string path, int fd, uint64_t size, bool direct, bool block_device,
+  PosixDevice(std::string path, int fd, int bulk_fd, uint64_t size, bool direct, bool block_device,
               std::string stat_path)
       : path_(std::move(path)),
         fd_(fd),
+        bulk_fd_(bulk_fd),
         size_(size),
         direct_(direct),
         block_(block_device),
         stat_path_(std::move(stat_path)) {}
-  ~PosixDevice() override { ::close(fd_); }
+  ~PosixDevice() override {
+    ::close(fd_);
+    if (bulk_fd_ >= 0) ::close(bulk_fd_);
+  }
 
   Status ReadAt(uint64_t off, void* buf, size_t len) override {
     if (direct_ && !Aligned(off, buf, len)) return BounceRead(off, buf, len);
-    return FullRead(off, buf, len);
+    return FullRead(Fd(off, buf, len), off, buf, len);
   }
 
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
@@ -72,9 +87,9 @@ class PosixDevice final : public Device {
       std::unique_ptr<void, FreeDeleter> bounce(AllocAligned(len));
       if (!bounce) return Status::IOError(path_ + ": out of memory", ENOMEM);
       std::memcpy(bounce.get(), buf, len);
-      return FullWrite(off, bounce.get(), len);
+      return FullWrite(fd_, off, bounce.get(), len);
     }
-    return FullWrite(off, buf, len);
+    return FullWrite(Fd(off, buf, len), off, buf, len);
   }
 
   Status Sync() override {
@@ -130,6 +145,10 @@ class PosixDevice final : public Device {
   }
 
  private:
+  // The descriptor for a transfer: the bulk one where it applies.
+  int Fd(uint64_t off, const void* buf, size_t len) const {
+    return bulk_fd_ >= 0 && len >= kBulk && Aligned(off, buf, len) ? bulk_fd_ : fd_;
+  }
   static bool Aligned(uint64_t off, const void* buf, size_t len) {
     return off % kDirectAlign == 0 && len % kDirectAlign == 0 &&
            reinterpret_cast<uintptr_t>(buf) % kDirectAlign == 0;
@@ -146,18 +165,22 @@ class PosixDevice final : public Device {
     size_t n = static_cast<size_t>(end - start);
     std::unique_ptr<void, FreeDeleter> bounce(AllocAligned(n));
     if (!bounce) return Status::IOError(path_ + ": out of memory", ENOMEM);
-    WBFS_RETURN_IF_ERROR(FullRead(start, bounce.get(), n));
+    WBFS_RETURN_IF_ERROR(FullRead(fd_, start, bounce.get(), n));
     std::memcpy(buf, static_cast<char*>(bounce.get()) + (off - start), len);
     return Status::OK();
   }
 
-  Status FullRead(uint64_t off, void* buf, size_t len) {
+  Status FullRead(int fd, uint64_t off, void* buf, size_t len) {
     BusyTimer t(&busy_ns_);
     auto* p = static_cast<char*>(buf);
     while (len > 0) {
-      ssize_t r = ::pread(fd_, p, len, static_cast<off_t>(off));
+      ssize_t r = ::pread(fd, p, len, static_cast<off_t>(off));
       if (r < 0) {
         if (errno == EINTR) continue;
+        if (errno == EINVAL && fd == bulk_fd_) {  // O_DIRECT refused here after all
+          fd = fd_;
+          continue;
+        }
         return PosixError(path_ + ": read at offset " + std::to_string(off), errno);
       }
       if (r == 0) {
@@ -170,13 +193,17 @@ class PosixDevice final : public Device {
     return Status::OK();
   }
 
-  Status FullWrite(uint64_t off, const void* buf, size_t len) {
+  Status FullWrite(int fd, uint64_t off, const void* buf, size_t len) {
     BusyTimer t(&busy_ns_);
     const auto* p = static_cast<const char*>(buf);
     while (len > 0) {
-      ssize_t r = ::pwrite(fd_, p, len, static_cast<off_t>(off));
+      ssize_t r = ::pwrite(fd, p, len, static_cast<off_t>(off));
       if (r < 0) {
         if (errno == EINTR) continue;
+        if (errno == EINVAL && fd == bulk_fd_) {  // O_DIRECT refused here after all
+          fd = fd_;
+          continue;
+        }
         return PosixError(path_ + ": write at offset " + std::to_string(off), errno);
       }
       if (r == 0) {
@@ -191,6 +218,7 @@ class PosixDevice final : public Device {
 
   const std::string path_;
   const int fd_;
+  const int bulk_fd_;  // O_DIRECT, for bulk transfers of a buffered device; -1: none
   const uint64_t size_;
   const bool direct_;
   const bool block_;
@@ -269,7 +297,11 @@ Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const D
     }
     size = static_cast<uint64_t>(st.st_size);
   }
-  return std::unique_ptr<Device>(new PosixDevice(path, fd, size, direct, block, DiskStatPath(st)));
+  // A buffered device's bulk descriptor (see the top of this file); none
+  // where the file system refuses O_DIRECT (tmpfs on older kernels).
+  // Without O_EXCL: the first descriptor holds the claim.
+  const int bulk_fd = direct ? -1 : ::open(path.c_str(), (flags & ~O_EXCL) | O_DIRECT);
+  return std::unique_ptr<Device>(new PosixDevice(path, fd, bulk_fd, size, direct, block, DiskStatPath(st)));
 }
 
 }  // namespace wbfs
