@@ -46,11 +46,13 @@ struct EngineOptions {
   // that interleaved sequential streams can be recognised first.
   uint32_t read_stage_delay_ms = 50;
   // Writeback joins runs of a unit separated by at most this many bytes
-  // into one write, filling each gap with what the backing holds (one read
-  // and one write instead of several writes: disks pay per I/O more than
-  // per byte), up to writeback_fill_budget filled bytes per unit. 0: off.
-  uint64_t writeback_fill_gap = 64 << 10;
-  uint64_t writeback_fill_budget = 16 << 20;
+  // into one write of a window of at most writeback_fill_window bytes,
+  // filling each gap with what the backing holds (one read and one write
+  // instead of several writes: an HDD pays ~5 ms per I/O, as much as
+  // ~750 KiB of transfer; see journal::FillPolicy). 0: off. Off in
+  // write-around mode, where the backing is written outside writeback.
+  uint64_t writeback_fill_gap = 256 << 10;
+  uint64_t writeback_fill_window = 8 << 20;
   // Open-time only: refuse a blank cache instead of formatting it.
   bool format_blank_cache = true;
   // Where the engine reports errors and recoveries (once per episode, not
@@ -80,7 +82,8 @@ struct EngineStats {
   std::array<uint64_t, 16> stat{};
   uint64_t user_bytes_written = 0;
   uint64_t cache_bytes_written = 0;   // chunks (headers + data) and records
-  uint64_t backing_bytes_written = 0; // writeback
+  uint64_t backing_bytes_written = 0; // writeback (gap fill included)
+  uint64_t backing_fill_bytes = 0;    // of which gaps rewritten with their own bytes
   uint64_t nr_chunks_written = 0;
   uint64_t nr_cache_syncs = 0;
   uint64_t nr_cached_blocks = 0;  // valid blocks, clean or dirty

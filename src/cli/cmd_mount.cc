@@ -99,6 +99,7 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["user_bytes_written"] = s.user_bytes_written;
   j["cache_bytes_written"] = s.cache_bytes_written;
   j["backing_bytes_written"] = s.backing_bytes_written;
+  j["backing_fill_bytes"] = s.backing_fill_bytes;
   nlohmann::json tun;
   for (const auto& d : kTunableDefs) tun[d.key] = s.tunables.*(d.field);
   j["tunables"] = tun;

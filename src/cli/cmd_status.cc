@@ -95,7 +95,8 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("journal", jr);
   row("written by users", HumanBytes(j["user_bytes_written"].get<uint64_t>()));
   row("written to cache", HumanBytes(j["cache_bytes_written"].get<uint64_t>()));
-  row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()));
+  row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()) + " (" +
+                                HumanBytes(j["backing_fill_bytes"].get<uint64_t>()) + " of it gaps filled)");
   std::printf("\ncounters (per 4 KiB piece)       hit-buffer  hit-cache   miss\n");
   for (const char* op : {"write", "read"}) {
     for (const char* size : {"full", "partial"}) {

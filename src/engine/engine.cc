@@ -340,7 +340,6 @@ class EngineImpl final : public Engine {
   // writes in a region become one read and one write. Never fills across a
   // punch of the unit (the punch comes first: the old data would undo it).
   // On change, unit->data points into *buf. No lock held.
-  Status FillGaps(journal::Unit* unit, AlignedBuffer* buf);
 
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
@@ -1373,11 +1372,14 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   }
   unit.data = out.data();
   unit.data_len = out_at;
-  AlignedBuffer filled;
-  if (st.ok()) st = FillGaps(&unit, &filled);
+  journal::FillPolicy fill;
+  fill.max_gap = write_around() ? 0 : opts_.writeback_fill_gap;
+  fill.max_window = opts_.writeback_fill_window;
+  journal::ApplyStats applied;
   const bool empty = unit.runs.empty() && unit.punches.empty();
   if (st.ok() && !empty) {
-    st = journal_ ? journal_->Write(*backing_, unit, &abort_wb_) : journal::ApplyUnit(*backing_, unit, &abort_wb_);
+    st = journal_ ? journal_->Write(*backing_, unit, &abort_wb_, fill, &applied)
+                  : journal::ApplyUnit(*backing_, unit, &abort_wb_, fill, &applied);
   }
 
   lk.lock();
@@ -1405,7 +1407,8 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     wb_failing_ = false;
     Log("writeback works again");
   }
-  st_.backing_bytes_written += unit.data_len;
+  st_.backing_bytes_written += applied.bytes_written;
+  st_.backing_fill_bytes += applied.bytes_filled;
   if (!empty) st_.nr_writeback_units++;
   backing_point_ = point;
   for (const Item& it : taken) {
@@ -1438,63 +1441,6 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     const Segment& s = segs_[RingSlot(id)];
     if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
   }
-  return Status::OK();
-}
-
-Status EngineImpl::FillGaps(journal::Unit* unit, AlignedBuffer* buf) {
-  const uint64_t max_gap = opts_.writeback_fill_gap;
-  if (max_gap == 0 || unit->runs.size() < 2) return Status::OK();
-  constexpr uint64_t kMaxRegion = 1 << 20;
-  auto punched = [&](uint64_t a, uint64_t b) {
-    for (const format::ByteRange& p : unit->punches) {
-      if (a < p.offset + p.length && p.offset < b) return true;
-    }
-    return false;
-  };
-  // Regions: consecutive runs joined while the gap, the region and the
-  // unit's fill budget allow.
-  struct Region {
-    uint64_t offset, length;
-    size_t first, last;  // runs [first, last]
-  };
-  std::vector<Region> regions;
-  uint64_t fill = 0;
-  for (size_t i = 0; i < unit->runs.size(); i++) {
-    const format::ByteRange& r = unit->runs[i];
-    if (!regions.empty()) {
-      Region& g = regions.back();
-      const uint64_t end = g.offset + g.length, gap = r.offset - end;
-      if (gap <= max_gap && r.offset + r.length - g.offset <= kMaxRegion &&
-          fill + gap <= opts_.writeback_fill_budget && !punched(end, r.offset)) {
-        fill += gap;
-        g.length = r.offset + r.length - g.offset;
-        g.last = i;
-        continue;
-      }
-    }
-    regions.push_back({r.offset, r.length, i, i});
-  }
-  if (regions.size() == unit->runs.size()) return Status::OK();
-  uint64_t total = 0;
-  for (const Region& g : regions) total += g.length;
-  buf->Reset(static_cast<size_t>(total));
-  std::vector<uint64_t> run_at(unit->runs.size());  // each run's offset in unit->data
-  for (size_t i = 1; i < run_at.size(); i++) run_at[i] = run_at[i - 1] + unit->runs[i - 1].length;
-  uint64_t at = 0;
-  for (const Region& g : regions) {
-    uint8_t* dst = buf->data() + at;
-    if (g.first != g.last) WBFS_RETURN_IF_ERROR(backing_->ReadAt(g.offset, dst, g.length));
-    for (size_t i = g.first; i <= g.last; i++) {
-      const format::ByteRange& r = unit->runs[i];
-      std::memcpy(dst + (r.offset - g.offset), unit->data + run_at[i], r.length);
-    }
-    at += g.length;
-  }
-  std::vector<format::ByteRange> runs;
-  for (const Region& g : regions) runs.push_back({g.offset, g.length});
-  unit->runs = std::move(runs);
-  unit->data = buf->data();
-  unit->data_len = total;
   return Status::OK();
 }
 

@@ -1,6 +1,8 @@
 #include "journal/journal.h"
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "util/aligned_buffer.h"
 #include "util/crc32c.h"
@@ -9,17 +11,71 @@ namespace wbfs::journal {
 
 using format::kBlockSize;
 
-Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort) {
+Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
+                 const FillPolicy& fill, ApplyStats* stats) {
   auto stopped = [&] { return abort != nullptr && abort->load(std::memory_order_relaxed); };
+  ApplyStats local;
+  ApplyStats& s = stats != nullptr ? *stats : local;
   for (const format::ByteRange& p : u.punches) {
     if (stopped()) return Status::Failed("writeback stopped for unmount");
     WBFS_RETURN_IF_ERROR(backing.Discard(p.offset, p.length));
   }
-  uint64_t at = 0;
-  for (const format::ByteRange& r : u.runs) {
+  // The punches as sorted, disjoint [start, end) ranges: no window spans one.
+  std::vector<std::pair<uint64_t, uint64_t>> holes;
+  for (const format::ByteRange& p : u.punches) holes.emplace_back(p.offset, p.offset + p.length);
+  std::sort(holes.begin(), holes.end());
+  size_t nh = 0;
+  for (const auto& h : holes) {
+    if (nh > 0 && h.first <= holes[nh - 1].second) {
+      holes[nh - 1].second = std::max(holes[nh - 1].second, h.second);
+    } else {
+      holes[nh++] = h;
+    }
+  }
+  holes.resize(nh);
+  auto punched = [&](uint64_t a, uint64_t b) {  // does [a, b) meet a punch?
+    auto it = std::upper_bound(holes.begin(), holes.end(), a,
+                               [](uint64_t x, const std::pair<uint64_t, uint64_t>& h) { return x < h.second; });
+    return it != holes.end() && it->first < b;
+  };
+  AlignedBuffer window;
+  const size_t n = u.runs.size();
+  uint64_t at = 0;  // of runs[i] in u.data
+  for (size_t i = 0; i < n;) {
     if (stopped()) return Status::Failed("writeback stopped for unmount");
-    WBFS_RETURN_IF_ERROR(backing.WriteAt(r.offset, u.data + at, r.length));
-    at += r.length;
+    const uint64_t start = u.runs[i].offset;
+    uint64_t end = start + u.runs[i].length;
+    size_t j = i + 1;  // the window is runs [i, j)
+    for (; fill.max_gap > 0 && j < n; j++) {
+      const format::ByteRange& r = u.runs[j];
+      if (r.offset - end > fill.max_gap || r.offset + r.length - start > fill.max_window ||
+          punched(end, r.offset)) {
+        break;
+      }
+      end = r.offset + r.length;
+    }
+    if (j == i + 1) {
+      WBFS_RETURN_IF_ERROR(backing.WriteAt(start, u.data + at, u.runs[i].length));
+      s.bytes_written += u.runs[i].length;
+      s.writes++;
+      at += u.runs[i].length;
+      i = j;
+      continue;
+    }
+    const size_t span = static_cast<size_t>(end - start);
+    if (window.size() < span) window.Reset(static_cast<size_t>(fill.max_window));
+    WBFS_RETURN_IF_ERROR(backing.ReadAt(start, window.data(), span));
+    uint64_t data = 0;
+    for (; i < j; i++) {
+      const format::ByteRange& r = u.runs[i];
+      std::memcpy(window.data() + (r.offset - start), u.data + at, r.length);
+      at += r.length;
+      data += r.length;
+    }
+    WBFS_RETURN_IF_ERROR(backing.WriteAt(start, window.data(), span));
+    s.bytes_written += span;
+    s.bytes_filled += span - data;
+    s.writes++;
   }
   return backing.Sync();
 }
@@ -146,7 +202,8 @@ Result<RecoveryReport> Journal::Recover(Device& backing) {
   return rep;
 }
 
-Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* abort) {
+Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* abort,
+                      const FillPolicy& fill, ApplyStats* stats) {
   if (pending_) WBFS_RETURN_IF_ERROR(Recover(backing).status());
   format::JournalEntryHeader h;
   h.seq = next_entry_;
@@ -168,7 +225,7 @@ Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* a
   bytes_written_ += header.size() + u.data_len;
   WBFS_RETURN_IF_ERROR(dev_->Sync());
   pending_ = true;
-  WBFS_RETURN_IF_ERROR(ApplyUnit(backing, u, abort));
+  WBFS_RETURN_IF_ERROR(ApplyUnit(backing, u, abort, fill, stats));
   format::JournalState s = state_;
   s.applied_entry = h.seq;
   s.point = u.point;

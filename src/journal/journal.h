@@ -33,9 +33,34 @@ struct Unit {
   uint64_t data_len = 0;
 };
 
+// How ApplyUnit writes runs that lie close together. A disk pays far more
+// per I/O than per byte (an HDD's seek costs ~5 ms, as much as ~750 KiB of
+// transfer), so runs at most max_gap apart are joined into one *window*:
+// the window is read from the backing in one read, the runs are laid over
+// it, and it is written in one write. The gaps are rewritten with the
+// bytes they hold, so applying stays idempotent, and a torn write of a gap
+// changes nothing. A window never spans a punch of the unit (that would
+// write zeros back as data) and is at most max_window bytes, which bounds
+// the RAM one apply needs however sparse the unit. The read and the write
+// of a window are not overlapped: on one spindle they would only seek
+// against each other.
+struct FillPolicy {
+  uint64_t max_gap = 0;  // 0: every run is its own write
+  uint64_t max_window = 8 << 20;
+};
+
+// What one ApplyUnit did to the backing.
+struct ApplyStats {
+  uint64_t bytes_written = 0;  // all of it, the gaps included
+  uint64_t bytes_filled = 0;   // gaps rewritten with their own bytes
+  uint64_t writes = 0;         // write calls
+};
+
 // Punches, writes, syncs. Stops early (kFailed) when *abort becomes true.
 // The one applier: the engine (with or without a journal) and recovery.
-Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort);
+// `stats` (optional) is added to.
+Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
+                 const FillPolicy& fill = {}, ApplyStats* stats = nullptr);
 
 struct RecoveryReport {
   bool replayed = false;        // an entry was applied again
@@ -59,7 +84,8 @@ class Journal {
 
   // Journals, applies and retires `u`. After a failure in the apply step
   // the entry stays pending: the next call (or Recover) applies it first.
-  Status Write(Device& backing, const Unit& u, const std::atomic<bool>* abort);
+  Status Write(Device& backing, const Unit& u, const std::atomic<bool>* abort,
+               const FillPolicy& fill = {}, ApplyStats* stats = nullptr);
 
   // Records that the backing no longer matches any flush point this
   // journal knows (it was written without the journal).

@@ -144,7 +144,7 @@ class SeedRun {
     use_journal_ = rng_() % 3 != 0;
     const uint64_t gaps[] = {0, 4096, 65536, 1 << 20};
     opts_.writeback_fill_gap = gaps[rng_() % 4];
-    opts_.writeback_fill_budget = rng_() % 2 ? (16 << 20) : (64 << 10);
+    opts_.writeback_fill_window = rng_() % 2 ? (8 << 20) : (64 << 10);
     if (kTrace) {
       std::printf("read_cache_threshold %lld write_around %lld\n",
                   (long long)opts_.tunables.read_cache_threshold, (long long)opts_.tunables.write_around_mode);
