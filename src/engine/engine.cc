@@ -435,7 +435,9 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
   const uint64_t open_ms = NowMs();
   if (!formatted) {
     log::LogScan scan;
-    WBFS_RETURN_IF_ERROR(log::ScanLog(*cache_, meta, log::ScanOptions{}, &scan));
+    log::ScanOptions so;
+    so.prefetch_threads = opts_.threads ? 8 : 0;
+    WBFS_RETURN_IF_ERROR(log::ScanLog(*cache_, meta, so, &scan));
     uint32_t prev_crc = meta.record.tail_prev_crc;
     for (const log::ChunkInfo& c : scan.chunks) {
       uint32_t ring = RingSlot(c.segment_id);

@@ -1,6 +1,8 @@
 #include "log/log_reader.h"
 
 #include <algorithm>
+#include <thread>
+#include <vector>
 
 #include "util/aligned_buffer.h"
 #include "util/crc32c.h"
@@ -41,6 +43,55 @@ Status ReadCacheMeta(Device& cache, CacheMeta* meta) {
   return Status::OK();
 }
 
+namespace {
+
+// The first blocks of the next kBatch segments, read by several threads at
+// once when the chain reaches a segment's block 0. A failed read leaves
+// its block unfetched: the scan then reads it itself and reports the error.
+class HeaderPrefetch {
+ public:
+  static constexpr uint64_t kBatch = 64;
+  HeaderPrefetch(Device& cache, const format::Superblock& sb, unsigned threads, uint64_t end_id)
+      : cache_(cache), sb_(sb), threads_(threads), end_id_(end_id), buf_(kBatch * kBlockSize), ok_(kBatch) {}
+
+  // The prefetched block 0 of `segment_id`, or nullptr.
+  const uint8_t* Get(uint64_t segment_id) {
+    if (threads_ == 0) return nullptr;
+    if (!fetched_ || segment_id < first_ || segment_id >= first_ + kBatch) Fetch(segment_id);
+    const size_t i = static_cast<size_t>(segment_id - first_);
+    return ok_[i] ? buf_.data() + i * kBlockSize : nullptr;
+  }
+
+ private:
+  void Fetch(uint64_t first) {
+    fetched_ = true;
+    first_ = first;
+    const uint64_t n = std::min<uint64_t>(kBatch, end_id_ > first ? end_id_ - first : 0);
+    std::fill(ok_.begin(), ok_.end(), 0);
+    std::vector<std::thread> workers;
+    for (unsigned t = 0; t < threads_; t++) {
+      workers.emplace_back([this, t, n] {
+        for (uint64_t i = t; i < n; i += threads_) {
+          const uint64_t off = format::SegmentBlockOffset(sb_, first_ + i, 0);
+          ok_[i] = cache_.ReadAt(off, buf_.data() + i * kBlockSize, kBlockSize).ok();
+        }
+      });
+    }
+    for (std::thread& w : workers) w.join();
+  }
+
+  Device& cache_;
+  const format::Superblock& sb_;
+  const unsigned threads_;
+  const uint64_t end_id_;  // segments from here on are not part of this lap
+  bool fetched_ = false;
+  uint64_t first_ = 0;
+  AlignedBuffer buf_;
+  std::vector<uint8_t> ok_;  // per block of buf_ (not vector<bool>: written by several threads)
+};
+
+}  // namespace
+
 Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, LogScan* out) {
   *out = LogScan();
   const format::Superblock& sb = meta.sb;
@@ -48,6 +99,7 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
   const uint64_t backing_blocks = sb.backing_size / kBlockSize;
   AlignedBuffer hbuf(kBlockSize);
   format::ChunkHeader h;
+  HeaderPrefetch prefetch(cache, sb, opts.prefetch_threads, rec.tail_segment_id + sb.nr_segments);
 
   format::Position pos{rec.tail_segment_id, rec.tail_block};
   uint64_t expect_seq = rec.tail_chunk_seq;
@@ -61,10 +113,14 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
       out->end_reason = "the log fills the whole cache";
       break;
     }
-    WBFS_RETURN_IF_ERROR(cache.ReadAt(off, hbuf.data(), kBlockSize));
-    Status st = format::DecodeChunkHeader(hbuf.data(), backing_blocks, &h);
+    const uint8_t* header = pos.block == 0 ? prefetch.Get(pos.segment_id) : nullptr;
+    if (header == nullptr) {
+      WBFS_RETURN_IF_ERROR(cache.ReadAt(off, hbuf.data(), kBlockSize));
+      header = hbuf.data();
+    }
+    Status st = format::DecodeChunkHeader(header, backing_blocks, &h);
     if (!st.ok()) {
-      out->end_reason = format::IsZero(hbuf.data(), kBlockSize) ? "unwritten block" : st.message();
+      out->end_reason = format::IsZero(header, kBlockSize) ? "unwritten block" : st.message();
       break;
     }
     if (h.nonce != sb.nonce) {
