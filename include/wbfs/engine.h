@@ -55,6 +55,15 @@ struct EngineOptions {
   uint64_t writeback_fill_window = 8 << 20;
   // Open-time only: refuse a blank cache instead of formatting it.
   bool format_blank_cache = true;
+  // After formatting a cache, write zeros over the segments the log has
+  // not reached yet, in the background, ahead of the log (threads only).
+  // For a cache that is a file: a sparse or fallocated file makes every
+  // first write into a block allocate or convert it, and the fdatasync
+  // after it commit the file system's journal (measured here: 4 KiB
+  // write+fdatasync p50 234-297 us on a fresh sparse or fallocated cache,
+  // 189-191 us on a written one; 1 MiB streaming writes 1.15-1.27 vs
+  // 1.6-1.8 GiB/s). Pointless on a block device.
+  bool prefill_new_cache = false;
   // Where the engine reports errors and recoveries (once per episode, not
   // per retry). Called with the engine's lock held: must not call back.
   std::function<void(const std::string&)> log;
@@ -112,6 +121,8 @@ struct EngineStats {
   uint64_t oldest_unapplied_ms = 0;
   Tunables tunables;
   bool formatted = false;         // the cache was formatted at open
+  bool prefilling = false;        // zeros are being written ahead of the log
+  uint64_t cache_prefill_bytes = 0;  // written so (not in cache_bytes_written)
   bool failed = false;
   std::string error;              // why, when failed
 };

@@ -106,6 +106,8 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["replayed_chunks"] = s.replayed_chunks;
   j["dropped_chunks"] = s.dropped_chunks;
   j["formatted"] = s.formatted;
+  j["prefilling"] = s.prefilling;
+  j["cache_prefill_bytes"] = s.cache_prefill_bytes;
   j["failed"] = s.failed;
   if (s.failed) j["error"] = s.error;
   return j.dump();
@@ -183,6 +185,9 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   EngineOptions eo;
   eo.tunables = c.tunables;
   eo.log = [](const std::string& m) { Log(LOG_ERR, m); };
+  // A new cache file is written once over (see EngineOptions).
+  struct stat cst;
+  eo.prefill_new_cache = ::stat(c.cache.c_str(), &cst) == 0 && S_ISREG(cst.st_mode);
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
                              std::move(journal.value()));
   if (!engine.ok()) {

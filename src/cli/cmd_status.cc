@@ -95,6 +95,10 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("journal", jr);
   row("written by users", HumanBytes(j["user_bytes_written"].get<uint64_t>()));
   row("written to cache", HumanBytes(j["cache_bytes_written"].get<uint64_t>()));
+  if (j["prefilling"].get<bool>() || j["cache_prefill_bytes"].get<uint64_t>() > 0) {
+    row("new cache prefill", HumanBytes(j["cache_prefill_bytes"].get<uint64_t>()) + " of zeros" +
+                                 (j["prefilling"].get<bool>() ? ", in progress" : ", done"));
+  }
   row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()) + " (" +
                                 HumanBytes(j["backing_fill_bytes"].get<uint64_t>()) + " of it gaps filled)");
   std::printf("\ncounters (per 4 KiB piece)       hit-buffer  hit-cache   miss\n");

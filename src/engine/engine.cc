@@ -330,6 +330,7 @@ class EngineImpl final : public Engine {
     if (opts_.log) opts_.log(msg);
   }
   void FlusherMain();
+  void PrefillMain();
   void FlushFrontLocked(Lock& lk);
   // Without threads (opts_.threads false) the caller writes what it cut.
   void PumpLocked(Lock& lk);
@@ -393,6 +394,9 @@ class EngineImpl final : public Engine {
   std::thread flusher_;
   bool stop_ = false;
   std::thread bg_;             // BackgroundMain
+  std::thread prefill_;        // PrefillMain
+  int64_t prefill_slot_ = -1;  // the ring slot PrefillMain is writing: not to be acquired
+  bool prefill_stop_ = false;
   bool bg_stop_ = false;
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
@@ -511,8 +515,39 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
   if (opts_.threads) {
     flusher_ = std::thread([this] { FlusherMain(); });
     if (opts_.background) bg_ = std::thread([this] { BackgroundMain(); });
+    if (formatted && opts_.prefill_new_cache) {
+      st_.prefilling = true;
+      prefill_ = std::thread([this] { PrefillMain(); });
+    }
   }
   return Status::OK();
+}
+
+// Writes zeros over every segment of the first lap the log has not reached,
+// one at a time, skipping ahead when the log overtakes it. A segment being
+// written is not handed to the log until it is done (AcquireSegmentLocked
+// waits), so a zero never lands where the log has written. A crash leaves
+// only zeros beyond the log's end, which replay reads as unwritten. A
+// failed write ends the prefill (the log writes where it goes anyway).
+void EngineImpl::PrefillMain() {
+  AlignedBuffer zeros(format::kSegmentSize);
+  Lock lk(mu_);
+  for (uint64_t id = last_seg_id_ + 1;; id++) {
+    id = std::max(id, last_seg_id_ + 1);
+    if (prefill_stop_ || failed_ || id > nr_segments_) break;
+    prefill_slot_ = RingSlot(id);
+    lk.unlock();
+    Status st = cache_->WriteAt(format::SegmentBlockOffset(sb_, id, 0), zeros.data(), zeros.size());
+    lk.lock();
+    prefill_slot_ = -1;
+    cv_.notify_all();
+    if (!st.ok()) {
+      Log("prefilling the cache stopped: " + st.message());
+      break;
+    }
+    st_.cache_prefill_bytes += zeros.size();
+  }
+  st_.prefilling = false;
 }
 
 // ---------------------------------------------------------------- read
@@ -1029,7 +1064,7 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
       WBFS_RETURN_IF_ERROR(WritebackUrgent(lk, prev.id));
       continue;
     }
-    if (prev.pins > 0 || prev.unflushed > 0) {
+    if (prev.pins > 0 || prev.unflushed > 0 || static_cast<int64_t>(ring) == prefill_slot_) {
       cv_.wait(lk);
       continue;
     }
@@ -1511,10 +1546,12 @@ Status EngineImpl::Close() {
     if (closed_) return Status::OK();
     closed_ = true;
     bg_stop_ = true;
+    prefill_stop_ = true;
     abort_wb_ = true;
     cv_.notify_all();
   }
   if (bg_.joinable()) bg_.join();
+  if (prefill_.joinable()) prefill_.join();
   {
     Lock lk(mu_);
     // A writer or writeback still inside would need the engine: let them finish.

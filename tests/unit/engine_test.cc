@@ -1,8 +1,12 @@
 // Engine tests over in-memory devices: no FUSE, no root.
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -372,5 +376,81 @@ TEST_CASE("concurrent writers and readers") {
   r.CheckAll();
   r.Close();
   r.Open();
+  r.CheckAll();
+}
+
+namespace {
+
+// Holds back writes at or beyond `from` while closed.
+class GateDevice final : public Device {
+ public:
+  GateDevice(std::shared_ptr<MemDisk> d, uint64_t from) : inner_(std::move(d)), from_(from) {}
+  Status ReadAt(uint64_t off, void* buf, size_t len) override { return inner_.ReadAt(off, buf, len); }
+  Status WriteAt(uint64_t off, const void* buf, size_t len) override {
+    if (off >= from_) {
+      std::unique_lock<std::mutex> l(mu_);
+      waiting_++;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return open_; });
+      waiting_--;
+    }
+    return inner_.WriteAt(off, buf, len);
+  }
+  Status Sync() override { return inner_.Sync(); }
+  Status Discard(uint64_t off, uint64_t len) override { return inner_.Discard(off, len); }
+  uint64_t Size() const override { return inner_.Size(); }
+  std::string Name() const override { return inner_.Name(); }
+  void Open() {
+    std::lock_guard<std::mutex> l(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void WaitForWriter() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return waiting_ > 0; });
+  }
+
+ private:
+  MemDevice inner_;
+  const uint64_t from_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int waiting_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("prefilling a new cache never writes zeros where the log writes") {
+  Rig r(8 * kMiB, 8 * kMiB);
+  r.opts.background = false;
+  r.opts.prefill_new_cache = true;
+  auto gate = std::make_unique<GateDevice>(r.cache, format::kSegmentsOffset);
+  GateDevice* g = gate.get();
+  auto opened = Engine::Open(r.opts, Dev(r.backing), std::move(gate));
+  REQUIRE(opened.ok());
+  r.e = std::move(opened.value());
+  CHECK(r.e->Stats().prefilling);
+  g->WaitForWriter();  // the prefill is inside its write of the first segment
+  std::atomic<bool> returned{false};
+  std::thread writer([&] {
+    r.Fill(0, 4096, 0x61);  // needs the first segment
+    returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK_MESSAGE(!returned, "the log took the segment the prefill was zeroing");
+  g->Open();
+  writer.join();
+  for (int i = 1; i < 400; i++) r.Fill(uint64_t(i) * 4096, 4096, uint8_t(i));
+  REQUIRE(r.e->Flush().ok());
+  for (int i = 0; i < 1000 && r.e->Stats().prefilling; i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EngineStats s = r.e->Stats();
+  CHECK(!s.prefilling);
+  CHECK(s.cache_prefill_bytes >= format::kSegmentSize);
+  CHECK(s.cache_prefill_bytes <= s.nr_segments * format::kSegmentSize);
+  r.CheckAll();
+  r.Close();
+  r.opts.threads = false;
+  r.Open();  // replay: every block is where the log put it
   r.CheckAll();
 }
