@@ -1409,6 +1409,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   }
   unit.data = out.data();
   unit.data_len = out_at;
+  data.Reset(0);  // packed into `out`: not held through the (long) apply
   journal::FillPolicy fill;
   fill.max_gap = write_around() ? 0 : opts_.writeback_fill_gap;
   fill.max_window = opts_.writeback_fill_window;
