@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "log/check.h"
@@ -14,24 +15,32 @@ using namespace wbfs::test;
 
 namespace {
 
-// A cache with several synced segments and `extra` unsynced chunks after.
-std::shared_ptr<MemDisk> BuildCache() {
-  auto backing = std::make_shared<MemDisk>(8 << 20);
+// An 8 MiB cache written by `fill` through an engine that then crashes
+// (no clean close).
+std::shared_ptr<MemDisk> CrashedCache(size_t backing_size, const std::function<void(Engine&)>& fill) {
+  auto backing = std::make_shared<MemDisk>(backing_size);
   auto cache = std::make_shared<MemDisk>(8 << 20);
   EngineOptions o;
   o.threads = false;
   auto e = std::move(Engine::Open(o, Dev(backing), Dev(cache)).value());
-  std::vector<uint8_t> b(4096, 7);
-  for (int i = 0; i < 600; i++) REQUIRE(e->Write(uint64_t(i) * 4096, b.data(), 4096).ok());
-  REQUIRE(e->Flush().ok());
-  for (int i = 0; i < 3; i++) {
-    REQUIRE(e->Write(uint64_t(700 + i) * 4096, b.data(), 4096).ok());
-    REQUIRE(e->Flush().ok());
-  }
-  cache->Freeze();  // a crash: no clean close
+  fill(*e);
+  cache->Freeze();
   e.reset();
   cache->KeepAll();
   return cache;
+}
+
+// A cache with several synced segments and 3 chunks cut by fsyncs after.
+std::shared_ptr<MemDisk> BuildCache() {
+  return CrashedCache(8 << 20, [](Engine& e) {
+    std::vector<uint8_t> b(4096, 7);
+    for (int i = 0; i < 600; i++) REQUIRE(e.Write(uint64_t(i) * 4096, b.data(), 4096).ok());
+    REQUIRE(e.Flush().ok());
+    for (int i = 0; i < 3; i++) {
+      REQUIRE(e.Write(uint64_t(700 + i) * 4096, b.data(), 4096).ok());
+      REQUIRE(e.Flush().ok());
+    }
+  });
 }
 
 log::CheckReport Check(const std::shared_ptr<MemDisk>& cache) {
@@ -160,20 +169,14 @@ TEST_CASE("scan: prefetching readers find the same log as the scan one header at
     CHECK(cache->fail_read_after == -1);  // the injected failure did happen
   }
   SUBCASE("a log that wrapped around the ring several times") {
-    auto backing = std::make_shared<MemDisk>(16 << 20);
-    auto cache = std::make_shared<MemDisk>(8 << 20);
-    EngineOptions o;
-    o.threads = false;
-    auto e = std::move(Engine::Open(o, Dev(backing), Dev(cache)).value());
-    std::vector<uint8_t> b(4096, 9);
-    for (int i = 0; i < 5000; i++) {
-      REQUIRE(e->Write(uint64_t(i * 7 % 4096) * 4096, b.data(), 4096).ok());
-      if (i % 97 == 0) REQUIRE(e->Flush().ok());
-    }
-    REQUIRE(e->Flush().ok());
-    cache->Freeze();
-    e.reset();
-    cache->KeepAll();
+    auto cache = CrashedCache(16 << 20, [](Engine& e) {
+      std::vector<uint8_t> b(4096, 9);
+      for (int i = 0; i < 5000; i++) {
+        REQUIRE(e.Write(uint64_t(i * 7 % 4096) * 4096, b.data(), 4096).ok());
+        if (i % 97 == 0) REQUIRE(e.Flush().ok());
+      }
+      REQUIRE(e.Flush().ok());
+    });
     log::LogScan one = Scan(cache, 0);
     CHECK(one.chunks.size() > 10);
     CHECK(one.chunks.front().segment_id > 14);  // the ring (13 segments) went round
