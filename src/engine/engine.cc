@@ -335,12 +335,6 @@ class EngineImpl final : public Engine {
   // Without threads (opts_.threads false) the caller writes what it cut.
   void PumpLocked(Lock& lk);
   Status WritebackUrgent(Lock& lk, uint64_t upto);
-  // Joins runs of a unit separated by small gaps into one write, filling
-  // each gap with what the backing holds there (so the unit writes it back
-  // unchanged): on a disk that pays per I/O, not per byte, k scattered
-  // writes in a region become one read and one write. Never fills across a
-  // punch of the unit (the punch comes first: the old data would undo it).
-  // On change, unit->data points into *buf. No lock held.
 
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
@@ -396,7 +390,6 @@ class EngineImpl final : public Engine {
   std::thread bg_;             // BackgroundMain
   std::thread prefill_;        // PrefillMain
   int64_t prefill_slot_ = -1;  // the ring slot PrefillMain is writing: not to be acquired
-  bool prefill_stop_ = false;
   bool bg_stop_ = false;
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
@@ -534,7 +527,7 @@ void EngineImpl::PrefillMain() {
   Lock lk(mu_);
   for (uint64_t id = last_seg_id_ + 1;; id++) {
     id = std::max(id, last_seg_id_ + 1);
-    if (prefill_stop_ || failed_ || id > nr_segments_) break;
+    if (closed_ || failed_ || id > nr_segments_) break;
     prefill_slot_ = RingSlot(id);
     lk.unlock();
     Status st = cache_->WriteAt(format::SegmentBlockOffset(sb_, id, 0), zeros.data(), zeros.size());
@@ -1547,7 +1540,6 @@ Status EngineImpl::Close() {
     if (closed_) return Status::OK();
     closed_ = true;
     bg_stop_ = true;
-    prefill_stop_ = true;
     abort_wb_ = true;
     cv_.notify_all();
   }
