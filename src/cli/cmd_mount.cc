@@ -13,7 +13,6 @@
 #include <boost/program_options.hpp>
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -23,6 +22,7 @@
 #include "cli/config.h"
 #include "ctl/ctl.h"
 #include "fuse/frontend.h"
+#include "util/clock.h"
 #include "wbfs/device.h"
 #include "wbfs/engine.h"
 
@@ -51,12 +51,6 @@ void Report(int fd, int code, const std::string& msg) {
   std::string s = code == kExitOk ? "OK" : std::to_string(code) + " " + msg;
   (void)!::write(fd, s.data(), s.size());
   ::close(fd);
-}
-
-int64_t NowMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 std::string StatsJson(const EngineStats& s, const MountConfig& c) {
@@ -91,7 +85,7 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["journal_replayed"] = s.journal_replayed;
   // What losing the cache now would cost.
   j["dirty_bytes"] = s.nr_dirty_cache_blocks * 4096;
-  j["oldest_dirty_age_ms"] = s.oldest_unapplied_ms == 0 ? 0 : std::max<int64_t>(0, NowMillis() - static_cast<int64_t>(s.oldest_unapplied_ms));
+  j["oldest_dirty_age_ms"] = s.oldest_unapplied_ms == 0 ? 0 : std::max<int64_t>(0, static_cast<int64_t>(WallClockMs() - s.oldest_unapplied_ms));
   j["backing_flush_point"] = {{"chunk_seq", s.backing_point_seq}, {"time_ms", s.backing_point_ms}};
   nlohmann::json stat;
   for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];

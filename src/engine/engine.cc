@@ -51,6 +51,7 @@
 #include "journal/journal.h"
 #include "log/log_reader.h"
 #include "util/aligned_buffer.h"
+#include "util/clock.h"
 #include "util/crc32c.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -71,12 +72,6 @@ using format::kBlockSize;
 using format::kBlocksPerSegment;
 using format::kSectorSize;
 using format::kSectorsPerBlock;
-
-uint64_t NowMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
 
 uint64_t RandomU64() {
   uint64_t v = 0;
@@ -429,7 +424,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
     backing_point_ = journal_->state().point;
     done = backing_point_.chunk_seq;
   }
-  const uint64_t open_ms = NowMs();
+  const uint64_t open_ms = WallClockMs();
   if (!formatted) {
     log::LogScan scan;
     log::ScanOptions so;
@@ -779,7 +774,7 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
       nr_dirty_++;
     }
     slots_[slot] = SlotWord::Make(block, mask, true);
-    if (open_chunk_ms_ == 0) open_chunk_ms_ = NowMs();
+    if (open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
     st_.stat[stat | kStatBuffer]++;
     return Status::OK();
   }
@@ -978,7 +973,7 @@ void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, 
   if (dirty) {
     s.nr_dirty++;
     nr_dirty_++;
-    if (open_chunk_ms_ == 0) open_chunk_ms_ = NowMs();
+    if (open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
   }
   chunk_n_++;
 }
@@ -1021,7 +1016,7 @@ void EngineImpl::CutChunkLocked() {
 uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes) {
   Segment& s = segs_[cur_];
   const uint64_t seq = next_seq_++;
-  const uint64_t now = NowMs();
+  const uint64_t now = WallClockMs();
   jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq, now});
   if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
   s.last_chunk_seq = seq;
@@ -1664,7 +1659,7 @@ void EngineImpl::BackgroundMain() {
     bool too_old = false;
     if (tun_.max_dirty_age > 0) {
       uint64_t oldest = OldestUnappliedMsLocked();
-      too_old = oldest != 0 && NowMs() >= oldest + static_cast<uint64_t>(tun_.max_dirty_age) * 1000;
+      too_old = oldest != 0 && WallClockMs() >= oldest + static_cast<uint64_t>(tun_.max_dirty_age) * 1000;
       want = want || too_old;
     }
     if (want && !wb_running_) {
