@@ -14,6 +14,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
 
 #include "cli/commands.h"
 #include "journal/journal.h"
@@ -100,18 +101,26 @@ bool ParseArgs(const std::vector<std::string>& in, const std::vector<std::string
   return true;
 }
 
-// The preamble of a command on one CACHE with flags `known` (and --help):
-// -1 to go on, or the exit code.
-int ParseCacheCommand(const std::vector<std::string>& args, const char* cmd, const char* usage,
-                      std::vector<std::string> known, Args* a) {
+// The preamble of every offline command: parses flags `known` and `valued`
+// (and --help, -h), prints the usage on --help. -1 to go on, or the exit
+// code.
+int ParseCommand(const std::vector<std::string>& args, const char* cmd, const char* usage,
+                 std::vector<std::string> known, const std::vector<std::string>& valued, Args* a) {
   std::string err;
   known.push_back("--help");
   known.push_back("-h");
-  if (!ParseArgs(args, known, {}, a, &err)) return Fail(kExitUsage, std::string(cmd) + ": " + err);
+  if (!ParseArgs(args, known, valued, a, &err)) return Fail(kExitUsage, std::string(cmd) + ": " + err);
   if (a->Has("--help") || a->Has("-h")) {
     std::cout << usage;
     return kExitOk;
   }
+  return -1;
+}
+
+// The same, for a command on one CACHE (its only positional argument).
+int ParseCacheCommand(const std::vector<std::string>& args, const char* cmd, const char* usage,
+                      std::vector<std::string> known, Args* a) {
+  if (int rc = ParseCommand(args, cmd, usage, std::move(known), {}, a); rc >= 0) return rc;
   if (a->pos.size() != 1) {
     std::cerr << usage;
     return kExitUsage;
@@ -214,13 +223,8 @@ int CmdDump(const std::vector<std::string>& args) {
       "Offline: prints the superblock and both records, or the chunks of segment ID\n"
       "(header fields, and per block its backing address and 512-byte sector mask).\n";
   Args a;
-  std::string err;
-  if (!ParseArgs(args, {"--superblock", "--json", "--help", "-h"}, {"--segment"}, &a, &err)) {
-    return Fail(kExitUsage, "dump: " + err);
-  }
-  if (a.Has("--help") || a.Has("-h")) {
-    std::cout << usage;
-    return kExitOk;
+  if (int rc = ParseCommand(args, "dump", usage, {"--superblock", "--json"}, {"--segment"}, &a); rc >= 0) {
+    return rc;
   }
   const bool sb_mode = a.Has("--superblock");
   const std::string seg_arg = a.Value("--segment");
@@ -425,13 +429,9 @@ int CmdWriteback(const std::vector<std::string>& args) {
       "is gone. Safe to interrupt (Ctrl-C) and run again. Without the cache, see\n"
       "'wbfs recover'.\n";
   Args a;
-  std::string err;
-  if (!ParseArgs(args, {"--help", "-h"}, {"--backing", "--cache", "--journal"}, &a, &err)) {
-    return Fail(kExitUsage, "writeback: " + err);
-  }
-  if (a.Has("--help") || a.Has("-h")) {
-    std::cout << usage;
-    return kExitOk;
+  if (int rc = ParseCommand(args, "writeback", usage, {}, {"--backing", "--cache", "--journal"}, &a);
+      rc >= 0) {
+    return rc;
   }
   const std::string bpath = a.Value("--backing"), cpath = a.Value("--cache");
   if (!a.pos.empty() || bpath.empty() || cpath.empty()) {
@@ -533,13 +533,8 @@ int CmdRecover(const std::vector<std::string>& args) {
       "flush point the journal names. Use it when the cache is lost; a mount with\n"
       "the cache does the same by itself. The journal defaults to BACKING.wbfs-journal.\n";
   Args a;
-  std::string err;
-  if (!ParseArgs(args, {"--help", "-h", "--json"}, {"--backing", "--journal"}, &a, &err)) {
-    return Fail(kExitUsage, "recover: " + err);
-  }
-  if (a.Has("--help") || a.Has("-h")) {
-    std::cout << usage;
-    return kExitOk;
+  if (int rc = ParseCommand(args, "recover", usage, {"--json"}, {"--backing", "--journal"}, &a); rc >= 0) {
+    return rc;
   }
   const bool json = a.Has("--json");
   const std::string backing_path = a.Value("--backing");
