@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -88,13 +89,25 @@ int WaitForClean(ctl::Client& client) {
 }  // namespace
 
 int CmdMessage(const std::vector<std::string>& args) {
-  const char* usage =
+  // The list comes from the tunables' table, so that it cannot go stale.
+  std::string online;
+  size_t line = 38;  // "KEY VALUE sets an online tunable (" and the first key's room
+  for (const TunableDef& d : kTunableDefs) {
+    if (!d.online) continue;
+    if (!online.empty()) {
+      const bool wrap = line + 2 + std::strlen(d.key) > 78;
+      online += wrap ? ",\n" : ", ";
+      line = wrap ? 0 : line + 2;
+    }
+    online += d.key;
+    line += std::strlen(d.key);
+  }
+  const std::string usage =
       "usage: wbfs message MOUNTPOINT KEY VALUE\n"
       "       wbfs message MOUNTPOINT clear_stat\n"
       "       wbfs message MOUNTPOINT drop_caches\n"
       "\n"
-      "KEY VALUE sets an online tunable (writeback_threshold, nr_max_batched_writeback,\n"
-      "update_sb_record_interval, sync_data_interval, read_cache_threshold).\n"
+      "KEY VALUE sets an online tunable (" + online + ").\n"
       "clear_stat zeroes the counters. drop_caches writes every dirty block back and\n"
       "returns when none is left (Ctrl-C stops the waiting, not the writeback).\n";
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
