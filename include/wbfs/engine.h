@@ -64,6 +64,15 @@ struct EngineOptions {
   // 189-191 us on a written one; 1 MiB streaming writes 1.15-1.27 vs
   // 1.6-1.8 GiB/s). Pointless on a block device.
   bool prefill_new_cache = false;
+  // Background writeback (writeback_threshold > 0) with the backing idle
+  // also drains the segment being filled once its oldest change is this
+  // old, sealing it: fsynced data reaches the backing within seconds on an
+  // idle system, not only when the segment fills.
+  uint32_t idle_drain_ms = 1000;
+  // Recovery after data loss on the cache: a cached block that fails its
+  // checksum is skipped by writeback (the backing keeps its older copy of
+  // that block) instead of stopping writeback with the block kept dirty.
+  bool accept_loss = false;
   // Where the engine reports errors and recoveries (once per episode, not
   // per retry). Called with the engine's lock held: must not call back.
   std::function<void(const std::string&)> log;
@@ -123,6 +132,9 @@ struct EngineStats {
   bool formatted = false;         // the cache was formatted at open
   bool prefilling = false;        // zeros are being written ahead of the log
   uint64_t cache_prefill_bytes = 0;  // written so (not in cache_bytes_written)
+  // Cached blocks found not to match their checksum (version 3 caches):
+  // reads of them fail with EIO and writeback keeps them dirty.
+  uint64_t nr_checksum_errors = 0;
   bool failed = false;
   std::string error;              // why, when failed
 };

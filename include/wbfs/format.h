@@ -1,4 +1,4 @@
-// The wbfs cache on-disk format (version 2). This header and
+// The wbfs cache on-disk format (version 3; version 2 is still read). This header and
 // src/format/format.cc are the only places that know byte offsets.
 //
 //   byte 0        4 KiB   8 KiB   12 KiB                1 MiB
@@ -37,17 +37,25 @@
 //   the chunk was cut; 0 from writers that predate it)  80..127 zero
 //   128 + 16*i, i < nr_blocks: data entry i = block u64 (backing address
 //               in 4 KiB units), mask u8 (bit s = 512-byte sector s is
-//               valid), flags u8 (bit 0 = dirty), 6 bytes zero
+//               valid), flags u8 (bit 0 = dirty), 2 bytes zero, crc u32
+//               (version 3: CRC-32C of the 4 KiB data block as written;
+//               version 2: zero)
 //   then nr_extents extent entries = start u64, kind u8, flags u8 (bit 1 =
 //               extent), count u48: the cache holds nothing for blocks
 //               [start, start + count) any more. Kind 0: a write went
 //               around the cache to the backing. Kind 1: a discard; the
 //               range reads as zeros, and writeback punches the backing
-//               in log order, like any other change. Kind 2: an earlier
-//               marker ("the punch is durable"); no longer written, and
-//               ignored.
-// header_crc covers the whole 4 KiB header (data_crc included); data_crc
-// covers the nr_blocks data blocks that follow it. A chunk has data
+//               in log order, like any other change. Kind 2: ignored by
+//               readers (once "the punch is durable"); written now only
+//               as the one extent {0, 1} of a marker chunk that seals its
+//               segment (flags kChunkSeal) when no data chunk is open.
+// header_crc covers the whole 4 KiB header (data_crc included). data_crc
+// covers the nr_blocks data blocks that follow it: in version 2 it is the
+// CRC-32C of the data itself; in version 3 the CRC-32C of the entries'
+// block crcs (each a u32, little-endian, in entry order), so that the data
+// is checksummed once, per block. The per-block crc lets every read of a
+// block from the cache be verified on its own (user reads, writeback,
+// offline writeback): SSDs do return wrong data. A chunk has data
 // entries or extents, never both: replay applies chunks in log order.
 //
 // Chaining: seq increases by one per chunk across the whole log; prev_crc
@@ -108,7 +116,11 @@ namespace wbfs::format {
 
 // 2: extent entries (version 1 had none; a version-1 reader would ignore
 // them and bring discarded data back, hence the bump).
-constexpr uint32_t kFormatVersion = 2;
+// 3: a CRC-32C per data block in its chunk entry; data_crc is the crc of
+// those crcs. Version 2 caches are still read and written as version 2
+// (no per-block verification); a new format is version 3.
+constexpr uint32_t kFormatVersion = 3;
+constexpr uint32_t kOldestFormatVersion = 2;
 constexpr uint32_t kSectorSize = 512;
 constexpr uint32_t kBlockSize = 4096;
 constexpr uint32_t kSectorsPerBlock = kBlockSize / kSectorSize;
@@ -171,7 +183,11 @@ struct ChunkEntry {
   uint64_t block = 0;  // backing address in 4 KiB units
   uint8_t mask = 0;    // valid 512-byte sectors
   uint8_t flags = 0;   // kEntryDirty
+  uint32_t crc = 0;    // version 3: CRC-32C of the block's 4 KiB
 };
+
+// Does a cache of this superblock carry a crc per data block?
+inline bool HasBlockCrcs(const Superblock& sb) { return sb.version >= 3; }
 
 constexpr uint8_t kExtentInvalidate = 0;
 constexpr uint8_t kExtentDiscard = 1;
@@ -234,6 +250,10 @@ Status DecodeRecord(const uint8_t* block, Record* r);
 void EncodeChunkEntry(uint8_t* header_block, uint32_t i, const ChunkEntry& e);
 // Extent entries follow the data entries: i counts from 0 after them.
 void EncodeChunkExtent(uint8_t* header_block, uint32_t nr_blocks, uint32_t i, const Extent& x);
+// Stores the crc of data entry i (version 3), after EncodeChunkEntry.
+void SetChunkEntryCrc(uint8_t* header_block, uint32_t i, uint32_t crc);
+// Version 3's data_crc: the crc of the block crcs, little-endian, in order.
+uint32_t BlockCrcsDataCrc(const uint32_t* crcs, size_t n);
 // Fills every field but header_crc from `h` (entries are left as they are),
 // computes header_crc over the block and stores it. Returns header_crc.
 uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block);

@@ -43,6 +43,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -152,6 +153,7 @@ struct FlushJob {
   uint16_t nr_extents;  // an extent chunk: no data blocks
   uint64_t seq;
   uint64_t time_ms;
+  bool seal;  // the segment's last chunk: replay goes on at the next segment
 };
 
 // A whole block read outside the lock for a partial write (see WriteBlock).
@@ -161,6 +163,8 @@ struct PreRead {
   uint64_t block = 0;
   uint32_t slot = BlockIndex::kNone;
   uint8_t mask = 0;
+  uint64_t zero_gen = 0;       // EngineImpl::zero_gen_ when read
+  uint32_t crc = 0;            // of the cache copy, to verify it
   AlignedBuffer cache_data;    // allocated on first use
   AlignedBuffer backing_data;
 };
@@ -177,8 +181,10 @@ class EngineImpl final : public Engine {
         sb_(sb),
         nr_segments_(sb.nr_segments),
         nr_slots_(static_cast<uint32_t>(sb.nr_segments * kBlocksPerSegment)),
+        block_crcs_(format::HasBlockCrcs(sb)),
         segs_(sb.nr_segments),
         slots_(nr_slots_, 0),
+        crcs_(block_crcs_ ? nr_slots_ : 0, 0),
         index_(nr_slots_, &slots_) {
     uint32_t nbuf = std::max<uint32_t>(2, opts.nr_ram_buffers);
     pool_.Reset(size_t{nbuf} * format::kSegmentSize);
@@ -252,6 +258,18 @@ class EngineImpl final : public Engine {
     return pos > chunk_start_ && pos <= chunk_start_ + chunk_n_;
   }
   Status FailedStatus() const { return Status::IOError("the cache failed earlier: " + error_, EIO); }
+  // A cached block (at `cache_off`, image block `block`) does not match its
+  // checksum: counted and logged once per block; the EIO to return.
+  Status BadBlockLocked(uint64_t cache_off, uint64_t block) {
+    const std::string what = "the cached copy of image offset " + std::to_string(block * kBlockSize) +
+                             " (cache offset " + std::to_string(cache_off) +
+                             ") does not match its checksum";
+    if (bad_blocks_.insert(cache_off).second) {
+      st_.nr_checksum_errors++;
+      Log(what + ": reads of it fail with EIO and writeback keeps it dirty; run wbfs check");
+    }
+    return Status::IOError(what, EIO);
+  }
 
   Status WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint32_t hi, const uint8_t* src,
                           PreRead* pre, bool* retry);
@@ -290,9 +308,17 @@ class EngineImpl final : public Engine {
   Status Discard(uint64_t off, uint64_t len) override;
   bool write_around() const { return opts_.tunables.write_around_mode != 0; }
   Status EnsureRoomLocked(Lock& lk);
-  void CutChunkLocked();
+  // `seal`: the chunk is the segment's last (see SealCurrentLocked).
+  void CutChunkLocked(bool seal = false);
+  // Ends the segment being filled: its open chunk, or an empty marker chunk
+  // when nothing is open, is cut with kChunkSeal, and the next write starts
+  // a new segment. Writeback that takes the current segment seals it, so
+  // that the segment counts as written back (last_writeback_id reaches
+  // last_flushed_id, and the record's tail can move past it): otherwise
+  // the log would still hold its dirty flags after drop_caches.
+  void SealCurrentLocked();
   // `changes`: the chunk holds dirty blocks or a discard (for dirty age).
-  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes);
+  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes, bool seal = false);
   Status AcquireSegmentLocked(Lock& lk);
   Status WaitFlushedLocked(Lock& lk, uint64_t seq);
   // Writes back sealed segments up to `upto` (a batch at a time), and with
@@ -338,6 +364,7 @@ class EngineImpl final : public Engine {
   const format::Superblock sb_;
   const uint64_t nr_segments_;
   const uint32_t nr_slots_;
+  const bool block_crcs_;  // version 3: every cached block has a checksum
 
   mutable std::mutex mu_;
   std::condition_variable cv_;  // any progress: flushes, syncs, unpins, writeback
@@ -345,6 +372,8 @@ class EngineImpl final : public Engine {
 
   std::vector<Segment> segs_;
   std::vector<uint64_t> slots_;  // SlotWord per cache block
+  std::vector<uint32_t> crcs_;   // per cache block, its crc once flushed (block_crcs_)
+  std::set<uint64_t> bad_blocks_;  // cache offsets found failing their crc (logged once each)
   BlockIndex index_;
   AlignedBuffer pool_;
   std::vector<uint8_t*> free_bufs_;
@@ -356,6 +385,10 @@ class EngineImpl final : public Engine {
   uint32_t chunk_n_ = 0;
   bool acquiring_ = false;
   bool wb_running_ = false;
+  bool recording_ = false;  // a thread is in WriteRecordLocked: one record write at a time
+  // Bumped whenever a range starts reading as zeros (a discard is logged):
+  // a partial write's pre-read of the backing taken before is stale.
+  uint64_t zero_gen_ = 0;
   bool flushing_ = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
   // The journaled unit whose apply failed (ids up to redo_upto_, redo_count_
   // segments, the current one included): the next unit covers it.
@@ -462,6 +495,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
         if (old != BlockIndex::kNone) InvalidateLocked(old);
         bool dirty = (e.flags & format::kEntryDirty) != 0 && !applied;
         slots_[slot] = SlotWord::Make(e.block, e.mask, dirty);
+        if (block_crcs_) crcs_[slot] = e.crc;
         index_.Insert(e.block, slot);
         if (dirty) {
           s.nr_dirty++;
@@ -566,6 +600,19 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
     const uint8_t* data;
   };
   std::vector<Staged> staged;
+  // Blocks read from the cache device, verified against their crc after
+  // the read (block_crcs_): whole blocks read straight into the caller's
+  // buffer, and blocks needed only in part, read whole into a bounce.
+  struct Verify {
+    uint8_t* dst;  // the whole block, or the caller's [lo, hi) of it (bounce)
+    uint64_t cache_off;
+    uint64_t block;
+    uint32_t crc;
+    bool bounce;
+    uint32_t lo, hi;
+    uint8_t mask;
+  };
+  std::vector<Verify> verify;
   {
     Lock lk(mu_);
     const int64_t threshold = tun_.read_cache_threshold;
@@ -592,6 +639,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
         const uint8_t* ram = RamBlock(slot);
         if (InCurrentSegment(slot)) stat |= kStatBuffer;
         bool pin = false;
+        bool from_cache = false;  // some sectors come from the cache device
         // Walk the sectors, each from the cache (valid) or the backing.
         for (uint32_t b = lo; b < hi;) {
           uint32_t sec = b / kSectorSize;
@@ -605,11 +653,19 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
             else add(dst + (b - lo), block * kBlockSize + b, e - b, false);
           } else if (ram != nullptr) {
             std::memcpy(dst + (b - lo), ram + b, e - b);
-          } else {
+          } else if (!block_crcs_) {
             add(dst + (b - lo), CacheOffset(slot) + b, e - b, true);
             pin = true;
+          } else {
+            from_cache = true;  // whole block, below
           }
           b = e;
+        }
+        if (from_cache) {
+          pin = true;
+          const bool whole = lo == 0 && hi == kBlockSize && mask == format::kFullMask;
+          verify.push_back({dst, CacheOffset(slot), block, crcs_[slot], !whole, lo, hi, mask});
+          if (whole) add(dst, CacheOffset(slot), kBlockSize, true);
         }
         if (pin) {
           SegOf(slot).pins++;
@@ -629,6 +685,29 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       break;
     }
   }
+  std::vector<const Verify*> bad;
+  if (result.ok() && !verify.empty()) {
+    AlignedBuffer bounce;
+    for (const Verify& v : verify) {
+      const uint8_t* data = v.dst;
+      if (v.bounce) {
+        if (bounce.size() == 0) bounce.Reset(kBlockSize);
+        result = cache_->ReadAt(v.cache_off, bounce.data(), kBlockSize);
+        if (!result.ok()) break;
+        data = bounce.data();
+      }
+      if (crc32c::Value(data, kBlockSize) != v.crc) {
+        bad.push_back(&v);
+        continue;
+      }
+      if (!v.bounce) continue;
+      for (uint32_t sec = v.lo / kSectorSize; sec * kSectorSize < v.hi; sec++) {
+        if (!(v.mask & (1u << sec))) continue;
+        const uint32_t a = std::max(v.lo, sec * kSectorSize), b = std::min(v.hi, (sec + 1) * kSectorSize);
+        std::memcpy(v.dst + (a - v.lo), data + a, b - a);
+      }
+    }
+  }
   // Read errors go to the caller; the log hears of each episode once.
   if (!result.ok() && !read_failing_.exchange(true)) {
     Log("read failed: " + result.message() + "; the read returns EIO");
@@ -638,6 +717,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
   }
   if (!pinned.empty() || !staged.empty()) {
     Lock lk(mu_);
+    for (const Verify* v : bad) result = BadBlockLocked(v->cache_off, v->block);
     for (uint32_t slot : pinned) SegOf(slot).pins--;
     cv_.notify_all();
     for (const Staged& x : staged) {
@@ -728,13 +808,19 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
     if (ZeroedLocked(block)) need_backing = 0;  // those sectors read as zeros (tmp below)
     bool need_cache = slot != BlockIndex::kNone && ram == nullptr;
     if (need_backing || need_cache) {
+      // The pre-read is used only if nothing it depends on changed
+      // meanwhile: the block's slot and mask, and no discard began to
+      // zero it (a discard logged and punched during the read would
+      // otherwise leave the stale backing bytes in the partial sectors).
       if (!(pre->valid && pre->block == block && pre->slot == slot && pre->mask == old_mask &&
-            (!need_cache || pre->has_cache))) {
+            pre->zero_gen == zero_gen_ && (!need_cache || pre->has_cache))) {
         pre->valid = false;
         pre->has_cache = need_cache;
         pre->block = block;
         pre->slot = slot;
         pre->mask = old_mask;
+        pre->zero_gen = zero_gen_;
+        pre->crc = need_cache && block_crcs_ ? crcs_[slot] : 0;
         if (pre->cache_data.size() == 0) {
           pre->cache_data.Reset(kBlockSize);
           pre->backing_data.Reset(kBlockSize);
@@ -753,6 +839,9 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
           cv_.notify_all();
         }
         WBFS_RETURN_IF_ERROR(st);
+        if (need_cache && block_crcs_ && crc32c::Value(pre->cache_data.data(), kBlockSize) != pre->crc) {
+          return BadBlockLocked(cache_off, block);
+        }
         pre->valid = true;
         *retry = true;
         return Status::OK();
@@ -868,6 +957,7 @@ Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
 }
 
 void EngineImpl::AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) {
+  zero_gen_++;
   s.discards.push_back({start, count, pos});
   nr_pending_discards_++;
   AddZerosLocked(start, start + count);
@@ -993,7 +1083,7 @@ Status EngineImpl::EnsureRoomLocked(Lock& lk) {
   }
 }
 
-void EngineImpl::CutChunkLocked() {
+void EngineImpl::CutChunkLocked(bool seal) {
   if (cur_ < 0 || chunk_n_ == 0) return;
   Segment& s = segs_[cur_];
   uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
@@ -1007,17 +1097,33 @@ void EngineImpl::CutChunkLocked() {
                              {SlotWord::Block(w), SlotWord::Mask(w),
                               static_cast<uint8_t>(SlotWord::Dirty(w) ? format::kEntryDirty : 0)});
   }
-  QueueChunkLocked(static_cast<uint16_t>(chunk_n_), 0, changes);
+  QueueChunkLocked(static_cast<uint16_t>(chunk_n_), 0, changes, seal);
+}
+
+void EngineImpl::SealCurrentLocked() {
+  if (cur_ < 0) return;
+  if (chunk_n_ > 0) {
+    CutChunkLocked(true);
+    return;
+  }
+  Segment& s = segs_[cur_];
+  if (s.fill == 0) return;  // nothing logged in it: nothing to seal
+  // A chunk needs data entries or extents: the marker carries one extent
+  // of kind kExtentPunched, which every reader ignores (format.h).
+  uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
+  std::memset(header, 0, kBlockSize);
+  format::EncodeChunkExtent(header, 0, 0, {0, 1, format::kExtentPunched});
+  QueueChunkLocked(0, 1, false, true);
 }
 
 // The open chunk (header at chunk_start_, its entries encoded) goes to
 // the flusher with the next seq; the next chunk opens after it, or the
 // segment is sealed when no chunk fits any more. Returns the seq.
-uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes) {
+uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes, bool seal) {
   Segment& s = segs_[cur_];
   const uint64_t seq = next_seq_++;
   const uint64_t now = WallClockMs();
-  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq, now});
+  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq, now, seal});
   if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
   s.last_chunk_seq = seq;
   s.last_ms = now;
@@ -1026,7 +1132,7 @@ uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, b
   s.unflushed++;
   s.fill = chunk_start_ + format::ChunkBlocks(nr_blocks);
   last_cut_seq_ = seq;
-  if (!format::ChunkFits(s.fill)) {
+  if (seal || !format::ChunkFits(s.fill)) {
     s.sealed = true;
     cur_ = -1;
   } else {
@@ -1124,13 +1230,23 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
     h.time_ms = job.time_ms;
     const size_t len = (size_t{job.nr_blocks} + 1) * kBlockSize;
     const uint64_t off = format::SegmentBlockOffset(sb_, job.segment_id, job.offset);
+    h.flags = job.seal ? format::kChunkSeal : 0;
     const bool skip = failed_;
     lk.unlock();
     // The chunk's blocks are frozen once cut: no lock needed to read them.
     Status st;
     uint32_t crc = 0;
+    uint32_t block_crcs[format::kMaxChunkBlocks];
     if (!skip) {
-      h.data_crc = crc32c::Value(base + kBlockSize, len - kBlockSize);
+      if (block_crcs_) {
+        for (uint32_t i = 0; i < job.nr_blocks; i++) {
+          block_crcs[i] = crc32c::Value(base + size_t{i + 1} * kBlockSize, kBlockSize);
+          format::SetChunkEntryCrc(base, i, block_crcs[i]);
+        }
+        h.data_crc = format::BlockCrcsDataCrc(block_crcs, job.nr_blocks);
+      } else {
+        h.data_crc = crc32c::Value(base + kBlockSize, len - kBlockSize);
+      }
       crc = format::SealChunkHeader(h, base);
       st = cache_->WriteAt(off, base, len);
     }
@@ -1147,6 +1263,10 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
       return;
     }
     if (s.first_chunk_seq == job.seq) s.first_prev_crc = last_crc_;
+    if (block_crcs_) {
+      const uint32_t first = job.slot * kBlocksPerSegment + job.offset + 1;
+      std::copy(block_crcs, block_crcs + job.nr_blocks, crcs_.begin() + first);
+    }
     last_crc_ = crc;
     flushed_seq_ = job.seq;
     flushed_seg_id_ = job.segment_id;
@@ -1216,8 +1336,17 @@ Status EngineImpl::Flush() {
     WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, target));
   }
   WBFS_RETURN_IF_ERROR(SyncTo(target));
-  // Write-around data went to the backing: the flush covers it too.
-  if (write_around()) return backing_->Sync();
+  // Write-around data went to the backing: the flush covers it too. A
+  // failed backing sync fails the engine, as a failed cache sync does: a
+  // later flush must not report durable what this one could not make so.
+  if (write_around()) {
+    Status st = backing_->Sync();
+    if (!st.ok()) {
+      Lock lk(mu_);
+      SetFailedLocked(st.WithContext("syncing the backing (write_around_mode)"));
+      return FailedStatus();
+    }
+  }
   return Status::OK();
 }
 
@@ -1270,7 +1399,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   }
   if (ids.empty()) return Status::OK();
   if (current && cur_ >= 0 && segs_[cur_].id == ids.back()) {
-    CutChunkLocked();
+    SealCurrentLocked();
     PumpLocked(lk);
   }
   // Wait until everything in the unit is on the cache device.
@@ -1288,6 +1417,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     bool dropped;
     uint64_t order;  // log order inside the unit
     size_t data;     // offset into the unit's read buffer
+    uint32_t crc;    // block_crcs_: what the block read from the cache must match
   };
   std::vector<Item> items;
   struct Range {
@@ -1324,8 +1454,9 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
       // prefix of the log); without, only what is still current.
       bool take = journal_ ? SlotWord::Logged(w) : SlotWord::Valid(w) && SlotWord::Dirty(w);
       if (!take) continue;
-      items.push_back({SlotWord::Block(w), ring * kBlocksPerSegment + pos, SlotWord::Mask(w), false,
-                       (k << 8) | pos, 0});
+      const uint32_t slot = ring * kBlocksPerSegment + pos;
+      items.push_back({SlotWord::Block(w), slot, SlotWord::Mask(w), false, (k << 8) | pos, 0,
+                       block_crcs_ ? crcs_[slot] : 0});
       from = std::min(from, pos);
       to = pos + 1;
     }
@@ -1370,6 +1501,23 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     st = cache_->ReadAt(format::SegmentBlockOffset(sb_, r.id, r.from), data.data() + r.data,
                         size_t{r.to - r.from} * kBlockSize);
   }
+  // What reaches the backing is verified first: a block that fails its
+  // checksum stops the unit (nothing is applied, the block stays dirty),
+  // or with accept_loss is left out (the backing keeps its older copy).
+  std::vector<Item> bad;
+  if (st.ok() && block_crcs_) {
+    for (Item& it : items) {
+      if (it.dropped || crc32c::Value(data.data() + it.data, kBlockSize) == it.crc) continue;
+      bad.push_back(it);
+      if (opts_.accept_loss) it.dropped = true;
+    }
+    if (!bad.empty() && !opts_.accept_loss) {
+      st = Status::Corruption(std::to_string(bad.size()) +
+                              " cached blocks do not match their checksum, the first at image offset " +
+                              std::to_string(bad[0].block * kBlockSize) +
+                              "; they stay dirty and are not written back (see wbfs check)");
+    }
+  }
   // Sorted by address, adjacent sectors merged into runs of up to 1 MiB.
   journal::Unit unit;
   unit.point = point;
@@ -1409,6 +1557,14 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   }
 
   lk.lock();
+  for (const Item& it : bad) {
+    (void)BadBlockLocked(CacheOffset(it.slot), it.block);
+    if (opts_.accept_loss && st.ok() && SlotWord::Valid(slots_[it.slot])) {
+      Log("accept_loss: writeback left image offset " + std::to_string(it.block * kBlockSize) +
+          " out; it reads as the backing's older copy");
+      InvalidateLocked(it.slot);
+    }
+  }
   for (const Range& r : ranges) segs_[r.ring].pins--;
   cv_.notify_all();
   if (!st.ok() && journal_ && journal_->pending()) {
@@ -1488,6 +1644,12 @@ Status EngineImpl::WritebackAll() {
 // ---------------------------------------------------------------- record
 
 Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
+  // One record write at a time: two writers (a writer that needs a slot,
+  // the background refresh) would pick the same seq and slot, and if the
+  // one with the older tail landed last, a reused segment would later be
+  // read as part of the log.
+  cv_.wait(lk, [&] { return !recording_; });
+  Claim claim(&recording_, &cv_);
   WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, last_cut_seq_));
   format::Record r;
   r.flags = clean ? format::kRecordClean : 0;
@@ -1650,10 +1812,18 @@ void EngineImpl::BackgroundMain() {
     const uint64_t used = last_seg_id_ - last_writeback_id_;
     const int64_t threshold = tun_.writeback_threshold;
     bool want = false;
+    bool drain = false;  // the segment being filled, too
     if (force_drop_) {
       want = true;
     } else if (threshold > 0 && sealed > last_writeback_id_) {
       want = util_ < threshold || (nr_segments_ - std::min(used, nr_segments_)) * 4 < nr_segments_;
+    } else if (threshold > 0 && util_ < threshold) {
+      // Nothing sealed waits and the backing is idle: the changes in the
+      // segment being filled go too once the oldest is idle_drain_ms old
+      // (a little batching), so an idle system keeps nothing dirty long.
+      const uint64_t oldest = OldestUnappliedMsLocked();
+      drain = oldest != 0 && WallClockMs() >= oldest + opts_.idle_drain_ms;
+      want = drain;
     }
     // max_dirty_age: nothing stays only on the cache for longer.
     bool too_old = false;
@@ -1663,7 +1833,7 @@ void EngineImpl::BackgroundMain() {
       want = want || too_old;
     }
     if (want && !wb_running_) {
-      Status st = force_drop_ || too_old ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
+      Status st = force_drop_ || too_old || drain ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
                                          : WritebackLocked(lk, sealed, false, BatchLocked());
       if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1));  // retry later
       continue;

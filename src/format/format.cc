@@ -113,9 +113,10 @@ Status DecodeSuperblock(const uint8_t* block, Superblock* sb) {
   s.cache_size = DecodeFixed64(block + kSbCacheSize);
   s.nonce = DecodeFixed64(block + kSbNonce);
   s.format_time = DecodeFixed64(block + kSbFormatTime);
-  if (s.version != kFormatVersion) {
+  if (s.version < kOldestFormatVersion || s.version > kFormatVersion) {
     return Status::Corruption("superblock: format version " + std::to_string(s.version) +
-                              " is not supported (this wbfs reads version " +
+                              " is not supported (this wbfs reads versions " +
+                              std::to_string(kOldestFormatVersion) + " to " +
                               std::to_string(kFormatVersion) + ")");
   }
   if (s.block_size != kBlockSize) return Status::Corruption("superblock: bad block_size");
@@ -189,6 +190,21 @@ void EncodeChunkEntry(uint8_t* header_block, uint32_t i, const ChunkEntry& e) {
   EncodeFixed64(p, e.block);
   p[8] = e.mask;
   p[9] = e.flags;
+  EncodeFixed32(p + 12, e.crc);
+}
+
+void SetChunkEntryCrc(uint8_t* header_block, uint32_t i, uint32_t crc) {
+  EncodeFixed32(header_block + kChunkEntriesOffset + i * kChunkEntrySize + 12, crc);
+}
+
+uint32_t BlockCrcsDataCrc(const uint32_t* crcs, size_t n) {
+  uint32_t crc = 0;
+  uint8_t le[4];
+  for (size_t i = 0; i < n; i++) {
+    EncodeFixed32(le, crcs[i]);
+    crc = crc32c::Extend(crc, le, sizeof(le));
+  }
+  return crc;
 }
 
 uint32_t SealChunkHeader(const ChunkHeader& h, uint8_t* header_block) {
@@ -247,7 +263,7 @@ Status DecodeChunkHeader(const uint8_t* b, uint64_t backing_blocks, ChunkHeader*
   if (h->segment_id == 0 || h->seq == 0) return Status::Corruption("chunk: zero id");
   for (uint32_t i = 0; i < h->nr_blocks; i++) {
     const uint8_t* p = b + kChunkEntriesOffset + i * kChunkEntrySize;
-    ChunkEntry e{DecodeFixed64(p), p[8], p[9]};
+    ChunkEntry e{DecodeFixed64(p), p[8], p[9], DecodeFixed32(p + 12)};
     if (e.block >= backing_blocks || e.mask == 0 || (e.flags & ~kEntryDirty) != 0) {
       return Status::Corruption("chunk: entry " + std::to_string(i) + " is invalid");
     }

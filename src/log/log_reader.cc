@@ -90,6 +90,24 @@ class HeaderPrefetch {
   std::vector<uint8_t> ok_;  // per block of buf_ (not vector<bool>: written by several threads)
 };
 
+// Does the data of chunk `c` (read into `data`, at cache offset `off`)
+// match its checksums? Version 3 checks each block against its entry's crc
+// and reports the first bad block's offset; version 2 has one crc for all.
+bool DataMatches(const format::Superblock& sb, const LogScan& scan, const ChunkInfo& c,
+                 const uint8_t* data, uint64_t off, uint64_t* bad_at) {
+  *bad_at = off;
+  if (!format::HasBlockCrcs(sb)) {
+    return crc32c::Value(data, size_t{c.nr_blocks} * kBlockSize) == c.data_crc;
+  }
+  for (uint32_t i = 0; i < c.nr_blocks; i++) {
+    if (crc32c::Value(data + size_t{i} * kBlockSize, kBlockSize) != scan.entries[c.first_entry + i].crc) {
+      *bad_at = off + uint64_t{i} * kBlockSize;
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, LogScan* out) {
@@ -168,11 +186,12 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
     size_t len = size_t{c.nr_blocks} * kBlockSize;
     if (len > 0) WBFS_RETURN_IF_ERROR(cache.ReadAt(off, dbuf.data(), len));
     c.data_checked = true;
-    if (crc32c::Value(dbuf.data(), len) == c.data_crc) continue;
+    uint64_t bad_at = 0;
+    if (DataMatches(sb, *out, c, dbuf.data(), off, &bad_at)) continue;
     if (trusted_chunk) {
       if (!out->corrupt) {
         out->corrupt = true;
-        out->corrupt_offset = off;
+        out->corrupt_offset = bad_at;
       }
       continue;
     }
