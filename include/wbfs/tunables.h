@@ -12,7 +12,7 @@
 namespace wbfs {
 
 struct Tunables {
-  int64_t writeback_threshold = 0;
+  int64_t writeback_threshold = 50;
   int64_t nr_max_batched_writeback = 32;
   int64_t update_sb_record_interval = 0;
   int64_t sync_data_interval = 0;
@@ -32,9 +32,10 @@ struct TunableDef {
 };
 
 inline constexpr std::array<TunableDef, 7> kTunableDefs = {{
-    {"writeback_threshold", 0, 100, 0, true, &Tunables::writeback_threshold,
-     "background writeback runs while the backing device is busy less than this % of the time; "
-     "0 = only when the log needs room or on drop_caches"},
+    {"writeback_threshold", 0, 100, 50, true, &Tunables::writeback_threshold,
+     "background writeback runs while the backing device is busy less than this % of the time "
+     "(and drains the segment being filled when the backing is idle); 0 = only when the log "
+     "needs room or on drop_caches"},
     {"nr_max_batched_writeback", 1, 32, 32, true, &Tunables::nr_max_batched_writeback,
      "segments written back together, sorted by address"},
     {"update_sb_record_interval", 0, 3600, 0, true, &Tunables::update_sb_record_interval,

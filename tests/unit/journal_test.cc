@@ -272,6 +272,7 @@ TEST_CASE("status reports the dirty age; max_dirty_age forces writeback of old c
   JRig r;
   r.opts.threads = true;
   r.opts.background = true;
+  r.opts.tunables.writeback_threshold = 0;  // only max_dirty_age writes back
   r.Open();
   r.Fill(5, 0x55);
   REQUIRE(r.e->Flush().ok());

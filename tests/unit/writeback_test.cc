@@ -141,6 +141,7 @@ TEST_CASE("the superblock record is honoured at replay: written-back segments ar
   WbRig r(4 << 20, 16 << 20);
   r.opts.background = true;
   r.opts.tunables.update_sb_record_interval = 1;
+  r.opts.tunables.writeback_threshold = 0;  // only the record refresh runs
   r.Open();
   for (int i = 0; i < 5 * 127 + 10; i++) r.Write(uint64_t(i % 900) * 4096, 4096);
   REQUIRE(r.e->Flush().ok());
@@ -184,6 +185,7 @@ TEST_CASE("tunables change online, out-of-range and mount-only ones are refused"
 TEST_CASE("drop_caches writes everything back in the background, RAM buffer included") {
   WbRig r(4 << 20, 16 << 20);
   r.opts.background = true;
+  r.opts.tunables.writeback_threshold = 0;  // nothing but drop_caches writes back
   r.Open();
   for (int i = 0; i < 300; i++) r.Write(uint64_t(i) * 4096 * 3, 4096);  // no flush
   CHECK(r.e->Stats().nr_dirty_cache_blocks == 300);
