@@ -20,6 +20,31 @@ TEST_CASE("crc32c known values") {
   CHECK(crc32c::Value(ff.data(), ff.size()) == 0x62A8AB43u);
 }
 
+TEST_CASE("crc32c equals a bit-at-a-time reference for every length the three-stream path cuts") {
+  auto reference = [](const uint8_t* p, size_t n, uint32_t crc) {
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+      crc ^= p[i];
+      for (int k = 0; k < 8; k++) crc = (crc >> 1) ^ ((crc & 1) ? 0x82F63B78u : 0);
+    }
+    return ~crc;
+  };
+  std::vector<uint8_t> buf(3 * 4096 + 64);
+  uint64_t x = 88172645463325252ull;
+  for (auto& b : buf) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    b = static_cast<uint8_t>(x);
+  }
+  for (size_t n : {size_t{0}, size_t{7}, size_t{4079}, size_t{4080}, size_t{4081}, size_t{4096},
+                   size_t{8160}, size_t{8192}, size_t{12288}, size_t{12300}}) {
+    for (size_t at : {size_t{0}, size_t{1}, size_t{13}}) {
+      CHECK_MESSAGE(crc32c::Value(buf.data() + at, n) == reference(buf.data() + at, n, 0),
+                    "length " << n << " at " << at);
+      CHECK(crc32c::Extend(0x12345678u, buf.data() + at, n) == reference(buf.data() + at, n, 0x12345678u));
+    }
+  }
+}
+
 TEST_CASE("fixed-width coding is little-endian") {
   uint8_t b[8];
   EncodeFixed32(b, 0x01020304);
