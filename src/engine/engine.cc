@@ -355,7 +355,7 @@ class EngineImpl final : public Engine {
   void FlushFrontLocked(Lock& lk);
   // Without threads (opts_.threads false) the caller writes what it cut.
   void PumpLocked(Lock& lk);
-  Status WritebackUrgent(Lock& lk, uint64_t upto);
+  Status WritebackUrgent(Lock& lk, uint64_t needed);
 
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
@@ -1362,14 +1362,19 @@ void EngineImpl::SetFailedLocked(const Status& st) {
 
 // ---------------------------------------------------------------- writeback
 
-// The log is full: a writer needs the slot of segment `upto`. It waits
-// anyway, so it gets a full batch: one backing sync per batch, not per
-// segment (a 1-segment batch made streaming through a full cache pay a
-// backing sync every 512 KiB). The background thread keeps the shrinking
-// batch, so that a writer never waits long for it.
-Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t upto) {
+// The log is full: a writer needs the slot of segment `needed`. It waits
+// anyway, so it gets a full batch of the oldest sealed segments, not just
+// `needed`: one backing sync per batch, not per segment (one-segment units
+// made streaming through a full cache pay a backing sync and ~127 seeks
+// every 512 KiB). A unit the background thread has under way may free the
+// slot first: then there is nothing to do. The background thread keeps the
+// shrinking batch, so that a writer never waits long behind it.
+Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t needed) {
   st_.nr_writeback_waits++;
-  return WritebackLocked(lk, upto, false, static_cast<uint64_t>(tun_.nr_max_batched_writeback));
+  cv_.wait(lk, [&] { return !wb_running_; });
+  if (needed <= last_writeback_id_) return Status::OK();
+  return WritebackLocked(lk, LastSealedIdLocked(), false,
+                         static_cast<uint64_t>(tun_.nr_max_batched_writeback));
 }
 
 Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {

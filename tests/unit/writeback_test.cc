@@ -214,6 +214,25 @@ TEST_CASE("background writeback keeps room in the log when writeback_threshold >
   CHECK(r.backing->data == r.model);
 }
 
+TEST_CASE("a writer waiting on a full log gets a unit of the full batch, not one segment") {
+  WbRig r(32 << 20, format::kSegmentsOffset + 40 * format::kSegmentSize);
+  r.opts.background = false;
+  r.Open();
+  // 40 segments of 127 blocks: the log is full, the 40th being filled.
+  for (int i = 0; i < 40 * 127; i++) r.Write(uint64_t(i) * 4096, 4096);
+  EngineStats s = r.e->Stats();
+  REQUIRE(s.last_writeback_id == 0);
+  REQUIRE(s.nr_writeback_waits == 0);
+  r.Write(uint64_t(40 * 127) * 4096, 4096);  // needs segment 41: slot of segment 1
+  s = r.e->Stats();
+  CHECK(s.nr_writeback_waits == 1);
+  CHECK(s.nr_writeback_units == 1);
+  CHECK(s.last_writeback_id == 32);  // nr_max_batched_writeback, not just segment 1
+  REQUIRE(r.e->WritebackAll().ok());
+  REQUIRE(r.e->Close().ok());
+  CHECK(r.backing->data == r.model);
+}
+
 TEST_CASE("two writebacks at once do not build the same unit twice") {
   // Both cut the open chunk and wait for it to reach the cache; the second
   // must wait for the first unit, not write the same blocks back again.
