@@ -12,6 +12,7 @@
 #include "fuse/frontend.h"
 
 #include <fuse_lowlevel.h>
+#include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -190,8 +191,13 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*)
   });
 }
 
+// A write the application asked to be synchronous (O_DSYNC or O_SYNC on the
+// file, or RWF_DSYNC on the call) is a flush before its reply: on a
+// direct_io file the kernel passes the flag in the request (fi->flags)
+// instead of sending an fsync after it, so without this such writes were
+// acknowledged from the RAM buffer.
 void OpWrite(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off,
-             fuse_file_info*) {
+             fuse_file_info* fi) {
   Guard(req, [&] {
     Engine* e = Get(req)->engine;
     uint64_t uoff = static_cast<uint64_t>(off);
@@ -201,6 +207,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t of
     }
     size_t n = static_cast<size_t>(std::min<uint64_t>(size, e->Size() - uoff));
     Status st = e->Write(uoff, data, n);
+    if (st.ok() && fi != nullptr && (fi->flags & (O_DSYNC | O_SYNC)) != 0) st = e->Flush();
     if (!st.ok()) {
       fuse_reply_err(req, ErrnoFor(st));
       return;
