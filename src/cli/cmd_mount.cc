@@ -99,6 +99,7 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["tunables"] = tun;
   j["replayed_chunks"] = s.replayed_chunks;
   j["dropped_chunks"] = s.dropped_chunks;
+  j["nr_checksum_errors"] = s.nr_checksum_errors;
   j["formatted"] = s.formatted;
   j["prefilling"] = s.prefilling;
   j["cache_prefill_bytes"] = s.cache_prefill_bytes;
@@ -178,6 +179,7 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   }
   EngineOptions eo;
   eo.tunables = c.tunables;
+  eo.accept_loss = c.accept_loss;
   eo.log = [](const std::string& m) { Log(LOG_ERR, m); };
   // A new cache file is written once over (see EngineOptions).
   struct stat cst;
@@ -187,7 +189,8 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   if (!engine.ok()) {
     if (created) ::unlink(JournalPath(c.journal, c.backing).c_str());  // leave nothing behind
     std::string msg = engine.status().message();
-    if (engine.status().code() == Status::Code::kCorruption) {
+    if (engine.status().code() == Status::Code::kCorruption && !c.accept_loss &&
+        msg.find("--accept-loss") == std::string::npos) {
       msg += "; the cache was refused and left untouched (to use it as a new cache, zero its "
              "first 4 KiB, which discards what it holds)";
     }
@@ -294,7 +297,8 @@ int CmdMountHelper(const std::vector<std::string>& args) {
 int CmdMount(const std::vector<std::string>& args) {
   po::options_description desc(
       "usage: wbfs mount [--config FILE] [--backing PATH] [--cache PATH]\n"
-      "                  [-o KEY=VALUE[,KEY=VALUE...]]... [-f] [--allow-other] [MOUNTPOINT]\n"
+      "                  [-o KEY=VALUE[,KEY=VALUE...]]... [-f] [--allow-other]\n"
+      "                  [--accept-loss] [MOUNTPOINT]\n"
       "\n"
       "Mounts the image: MOUNTPOINT/image (or image_name) is the backing file as\n"
       "seen through the cache. A zeroed cache is formatted; a wbfs cache is\n"
@@ -311,7 +315,10 @@ int CmdMount(const std::vector<std::string>& args) {
       "allow-other", po::bool_switch(), "let other users open the image")(
       "journal", po::value<std::string>(),
       "writeback journal file (default BACKING.wbfs-journal; 'none' = no journal)")(
-      "no-journal", po::bool_switch(), "write back without a journal (same as --journal none)");
+      "no-journal", po::bool_switch(), "write back without a journal (same as --journal none)")(
+      "accept-loss", po::bool_switch(),
+      "mount a cache that lost synced data: write back what survives (a block that fails its "
+      "checksum is skipped) and roll the image back to the last intact flush point");
   po::options_description hidden;
   hidden.add_options()("mountpoint", po::value<std::vector<std::string>>(), "");
   po::options_description all;
@@ -362,6 +369,7 @@ int CmdMount(const std::vector<std::string>& args) {
   if (vm.count("backing")) c.backing = vm["backing"].as<std::string>();
   if (vm.count("cache")) c.cache = vm["cache"].as<std::string>();
   if (vm["allow-other"].as<bool>()) c.allow_other = true;
+  c.accept_loss = vm["accept-loss"].as<bool>();
   if (vm.count("journal")) c.journal = vm["journal"].as<std::string>();
   if (vm["no-journal"].as<bool>()) {
     if (vm.count("journal") && c.journal != "none") {

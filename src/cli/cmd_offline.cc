@@ -161,6 +161,7 @@ int CmdCheck(const std::vector<std::string>& args) {
     j["blank"] = r.blank;
     j["nr_dirty_cache_blocks"] = r.nr_dirty_cache_blocks;
     j["nr_cached_blocks"] = r.nr_cached_blocks;
+    j["nr_pending_discards"] = r.nr_pending_discards;
     if (!r.blank && r.meta.sb.nr_segments) {
       j["format_version"] = r.meta.sb.version;
       j["nr_segments"] = r.meta.sb.nr_segments;
@@ -200,10 +201,12 @@ int CmdCheck(const std::vector<std::string>& args) {
         std::printf("  log: empty (everything was written back)\n");
       }
       std::printf("  log ends: %s\n", r.end_reason.c_str());
-      std::printf("  blocks: %llu cached, %llu dirty (%s not on the backing yet)\n",
+      std::printf("  blocks: %llu cached, %llu dirty (%s not on the backing yet), "
+                  "%llu pending discards\n",
                   static_cast<unsigned long long>(r.nr_cached_blocks),
                   static_cast<unsigned long long>(r.nr_dirty_cache_blocks),
-                  HumanBytes(r.nr_dirty_cache_blocks * 4096).c_str());
+                  HumanBytes(r.nr_dirty_cache_blocks * 4096).c_str(),
+                  static_cast<unsigned long long>(r.nr_pending_discards));
     }
     for (const auto& p : r.problems) {
       std::printf("  %s at offset %llu: %s\n", p.corrupt ? "CORRUPT" : "note",
@@ -395,11 +398,12 @@ int CmdFormat(const std::vector<std::string>& args) {
                                   (r.problems.empty() ? std::string("unknown content") : r.problems[0].what) +
                                   "); use --force to zero its first 4 KiB anyway");
   }
-  if (!force && r.nr_dirty_cache_blocks > 0) {
+  if (!force && (r.nr_dirty_cache_blocks > 0 || r.nr_pending_discards > 0)) {
     return Fail(kExitFailure, a.pos[0] + " holds " + std::to_string(r.nr_dirty_cache_blocks) +
                                   " dirty blocks (" + HumanBytes(r.nr_dirty_cache_blocks * 4096) +
-                                  ") that are not on the backing; run 'wbfs writeback' first, or "
-                                  "use --force to discard them");
+                                  ") and " + std::to_string(r.nr_pending_discards) +
+                                  " discards that are not on the backing; run 'wbfs writeback' "
+                                  "first, or use --force to discard them");
   }
   AlignedBuffer zero(format::kBlockSize);
   st = dev.value()->WriteAt(0, zero.data(), format::kBlockSize);
@@ -420,16 +424,20 @@ void OnStop(int) { g_stop = 1; }
 
 int CmdWriteback(const std::vector<std::string>& args) {
   const char* usage =
-      "usage: wbfs writeback --backing PATH --cache PATH [--journal PATH|none]\n"
+      "usage: wbfs writeback --backing PATH --cache PATH [--journal PATH|none] [--accept-loss]\n"
       "\n"
       "Offline: replays the log and writes every dirty block to the backing (sorted\n"
       "and merged, through the journal as a mount does), syncs it, then marks the\n"
       "cache clean. Afterwards the backing alone is the complete image: the way to\n"
       "detach a cache, or to recover an image when the machine that ran the mount\n"
       "is gone. Safe to interrupt (Ctrl-C) and run again. Without the cache, see\n"
-      "'wbfs recover'.\n";
+      "'wbfs recover'.\n"
+      "\n"
+      "A cache that lost synced data (see 'wbfs check') is refused, unchanged;\n"
+      "--accept-loss writes back what survives instead (skipping blocks that fail\n"
+      "their checksum), rolling the image back to the last intact flush point.\n";
   Args a;
-  if (int rc = ParseCommand(args, "writeback", usage, {}, {"--backing", "--cache", "--journal"}, &a);
+  if (int rc = ParseCommand(args, "writeback", usage, {"--accept-loss"}, {"--backing", "--cache", "--journal"}, &a);
       rc >= 0) {
     return rc;
   }
@@ -458,6 +466,7 @@ int CmdWriteback(const std::vector<std::string>& args) {
   EngineOptions eo;
   eo.background = false;
   eo.format_blank_cache = false;
+  eo.accept_loss = a.Has("--accept-loss");
   eo.log = [](const std::string& m) { std::cerr << "wbfs: " << m << "\n"; };
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
                              std::move(journal.value()));

@@ -21,6 +21,9 @@ struct MountConfig {
   // a mix of two flush points after a crash, and useless without the cache).
   std::string journal;
   bool allow_other = false;
+  // --accept-loss (command line only, never a config key: accepting lost
+  // data is a decision for one mount, not a setting that stays).
+  bool accept_loss = false;
   Tunables tunables;
 };
 

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "journal/journal.h"
+#include "util/clock.h"
 #include "wbfs/device.h"
 
 namespace wbfs::cli {
@@ -70,12 +71,7 @@ Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
 std::string FlushPointText(uint64_t seq, uint64_t ms) {
   if (seq == 0) return "unknown";
   std::string s = "chunk " + std::to_string(seq);
-  if (ms != 0) {
-    std::time_t t = static_cast<std::time_t>(ms / 1000);
-    char buf[64];
-    std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
-    s += std::string(", cut at ") + buf;
-  }
+  if (ms != 0) s += ", cut at " + FormatWallClockMs(ms);
   return s;
 }
 

@@ -195,8 +195,14 @@ class EngineImpl final : public Engine {
 
   ~EngineImpl() override { (void)Close(); }
 
-  // Replays (or starts) the log; called once before the engine is shared.
-  Status Start(const log::CacheMeta& meta, bool formatted, bool journal_replayed);
+  // Replays (or starts) the log that `scan` read (nullptr: a freshly
+  // formatted cache); called once before the engine is shared.
+  Status Start(const log::CacheMeta& meta, const log::LogScan* scan, bool journal_replayed);
+  // After Start, when the caller accepted a synced loss: writes back every
+  // block that survived, seals the last segment and restarts the log above
+  // every chunk seq the cache holds (a clean record), so that the chunks
+  // left behind the damage are never replayed or taken as a witness again.
+  Status RestartLogAfterLoss(const log::SyncedLoss& loss);
   // The backing is about to be written outside writeback units.
   Status ForgetBackingPoint() {
     Lock lk(mu_);
@@ -441,7 +447,8 @@ class EngineImpl final : public Engine {
 
 // ---------------------------------------------------------------- start
 
-Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journal_replayed) {
+Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, bool journal_replayed) {
+  const bool formatted = scan == nullptr;
   st_.formatted = formatted;
   st_.journal_replayed = journal_replayed;
   record_seq_ = meta.record.seq;
@@ -459,12 +466,8 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
   }
   const uint64_t open_ms = WallClockMs();
   if (!formatted) {
-    log::LogScan scan;
-    log::ScanOptions so;
-    so.prefetch_threads = opts_.threads ? 8 : 0;
-    WBFS_RETURN_IF_ERROR(log::ScanLog(*cache_, meta, so, &scan));
     uint32_t prev_crc = meta.record.tail_prev_crc;
-    for (const log::ChunkInfo& c : scan.chunks) {
+    for (const log::ChunkInfo& c : scan->chunks) {
       uint32_t ring = RingSlot(c.segment_id);
       Segment& s = segs_[ring];
       if (s.id != c.segment_id) {
@@ -480,7 +483,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
       const bool applied = c.seq <= done;
       bool changes = false;
       for (uint32_t i = 0; i < c.nr_extents; i++) {
-        const format::Extent& x = scan.extents[c.first_extent + i];
+        const format::Extent& x = scan->extents[c.first_extent + i];
         if (x.kind == format::kExtentPunched) continue;  // an old marker: nothing to do
         InvalidateRangeLocked(x.start, x.count);
         if (x.kind == format::kExtentDiscard && !applied) {
@@ -489,7 +492,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
         }
       }
       for (uint32_t i = 0; i < c.nr_blocks; i++) {
-        const format::ChunkEntry& e = scan.entries[c.first_entry + i];
+        const format::ChunkEntry& e = scan->entries[c.first_entry + i];
         uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + i;
         uint32_t old = index_.Find(e.block);
         if (old != BlockIndex::kNone) InvalidateLocked(old);
@@ -508,20 +511,20 @@ Status EngineImpl::Start(const log::CacheMeta& meta, bool formatted, bool journa
       if (changes && s.unapplied_ms == 0) s.unapplied_ms = s.last_ms;
       last_seg_id_ = c.segment_id;
     }
-    next_seq_ = scan.next_seq;
-    last_crc_ = scan.last_crc;
-    st_.replayed_chunks = scan.chunks.size();
-    st_.dropped_chunks = scan.dropped_chunks;
-    if (!scan.chunks.empty()) flushed_seg_id_ = scan.chunks.back().segment_id;
+    next_seq_ = scan->next_seq;
+    last_crc_ = scan->last_crc;
+    st_.replayed_chunks = scan->chunks.size();
+    st_.dropped_chunks = scan->dropped_chunks;
+    if (!scan->chunks.empty()) flushed_seg_id_ = scan->chunks.back().segment_id;
     // Continue in a partly filled last segment.
-    if (scan.end.block != 0) {
-      Segment& s = segs_[RingSlot(scan.end.segment_id)];
+    if (scan->end.block != 0) {
+      Segment& s = segs_[RingSlot(scan->end.segment_id)];
       s.sealed = false;
       s.buf = free_bufs_.back();
       free_bufs_.pop_back();
-      s.buf_start = scan.end.block;
-      cur_ = RingSlot(scan.end.segment_id);
-      chunk_start_ = scan.end.block;
+      s.buf_start = scan->end.block;
+      cur_ = RingSlot(scan->end.segment_id);
+      chunk_start_ = scan->end.block;
       chunk_n_ = 0;
     }
     // Segments the journal applied whole need no writeback.
@@ -1646,6 +1649,28 @@ Status EngineImpl::WritebackAll() {
   return Status::OK();
 }
 
+Status EngineImpl::RestartLogAfterLoss(const log::SyncedLoss& loss) {
+  const uint64_t survivors = Stats().nr_dirty_cache_blocks;
+  WBFS_RETURN_IF_ERROR(WritebackAll());
+  Lock lk(mu_);
+  SealCurrentLocked();  // the damaged chunk's slot is never continued
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, last_cut_seq_));
+  if (!AllAppliedLocked()) return Status::Failed("writing back what survived the loss did not finish");
+  // Everything the log holds is on the backing: the record's tail moves
+  // past it, and the next chunk's seq jumps above every seq on the cache.
+  last_writeback_id_ = last_seg_id_;
+  next_seq_ = std::max(next_seq_, loss.max_seq + 1);
+  last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
+  st_.dropped_chunks += loss.lost_chunks;
+  WBFS_RETURN_IF_ERROR(WriteRecordLocked(lk, true));
+  Log("accept_loss: " + log::DescribeSyncedLoss(loss) + "; the image was rolled back to flush point " +
+      "chunk seq " + std::to_string(loss.end_seq - 1) +
+      (loss.survivor_ms ? " (cut " + FormatWallClockMs(loss.survivor_ms) + ")" : std::string()) + ", " +
+      std::to_string(survivors) + " dirty blocks that survived were written back, and the log " +
+      "restarts at chunk seq " + std::to_string(next_seq_));
+  return Status::OK();
+}
+
 // ---------------------------------------------------------------- record
 
 Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
@@ -1944,6 +1969,25 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
                                    std::to_string(meta.sb.backing_size) + " bytes, but " +
                                    backing->Name() + " is " + std::to_string(bsize) + " bytes");
   }
+  // The log is read before anything is written: a log that lost synced
+  // data is refused here, with both files untouched, unless the caller
+  // accepted the loss.
+  log::LogScan scan;
+  log::SyncedLoss loss;
+  if (!meta.blank) {
+    log::ScanOptions so;
+    so.prefetch_threads = opts.threads ? 8 : 0;
+    WBFS_RETURN_IF_ERROR(log::ScanLog(*cache, meta, so, &scan));
+    WBFS_RETURN_IF_ERROR(log::FindSyncedLoss(*cache, meta, scan, so.prefetch_threads, &loss));
+    if (loss.found && !opts.accept_loss) {
+      return Status::Corruption(
+          "the cache " + cache->Name() + " is damaged: " + log::DescribeSyncedLoss(loss) +
+          ". Nothing was changed. 'wbfs check " + cache->Name() + "' reports the damage; " +
+          "--accept-loss mounts or writes back what survives, rolling the image back to flush "
+          "point chunk seq " + std::to_string(loss.end_seq - 1) +
+          (loss.survivor_ms ? " (cut " + FormatWallClockMs(loss.survivor_ms) + ")" : std::string()));
+    }
+  }
   // Everything checked (nothing written yet): the journal comes first, so
   // that a unit a crash interrupted reaches the backing before anything
   // else reads or writes it.
@@ -1972,7 +2016,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
   format::Superblock sb = meta.sb;
   auto engine = std::make_unique<EngineImpl>(opts, std::move(backing), std::move(cache),
                                              std::move(journal), sb);
-  WBFS_RETURN_IF_ERROR(engine->Start(meta, formatted, replayed));
+  WBFS_RETURN_IF_ERROR(engine->Start(meta, formatted ? nullptr : &scan, replayed));
+  if (loss.found) WBFS_RETURN_IF_ERROR(engine->RestartLogAfterLoss(loss));
   // Write-around never leaves dirty data in the cache: whatever an earlier
   // write-back mount left goes to the backing first. From then on writes
   // reach the backing directly, so it is the live image, not a flush point.

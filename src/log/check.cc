@@ -12,10 +12,14 @@ using format::kBlockSize;
 
 BlockCounts CountBlocks(const LogScan& scan) {
   std::unordered_map<uint64_t, bool> dirty;  // block -> dirty
+  BlockCounts n;
   for (const ChunkInfo& c : scan.chunks) {
     for (uint32_t i = 0; i < c.nr_extents; i++) {
       const format::Extent& x = scan.extents[c.first_extent + i];
       if (x.kind == format::kExtentPunched) continue;
+      // Every discard the log still holds is replayed as pending: writeback
+      // punches it on the backing before the segment leaves the log.
+      if (x.kind == format::kExtentDiscard) n.discards++;
       if (x.count > dirty.size()) {
         for (auto it = dirty.begin(); it != dirty.end();) {
           it = it->first - x.start < x.count ? dirty.erase(it) : std::next(it);
@@ -29,7 +33,6 @@ BlockCounts CountBlocks(const LogScan& scan) {
       dirty[e.block] = (e.flags & format::kEntryDirty) != 0;
     }
   }
-  BlockCounts n;
   n.cached = dirty.size();
   for (const auto& [b, d] : dirty) n.dirty += d;
   return n;
@@ -82,6 +85,7 @@ Status CheckCache(Device& cache, CheckReport* r) {
   BlockCounts counts = CountBlocks(scan);
   r->nr_cached_blocks = counts.cached;
   r->nr_dirty_cache_blocks = counts.dirty;
+  r->nr_pending_discards = counts.discards;
   for (const ChunkInfo& c : scan.chunks) {
     if (r->segments.empty() || r->segments.back().id != c.segment_id) {
       CheckedSegment s;
@@ -117,36 +121,13 @@ Status CheckCache(Device& cache, CheckReport* r) {
     else r->segments.back().valid = false;
   }
 
-  // A chunk that ends the chain although a later chunk of this format
-  // records it as synced was lost after it was made durable: corruption,
-  // not a torn tail. Walk the chunks of every slot to find such a witness.
-  const uint64_t expect = scan.next_seq;
-  format::ChunkHeader h;
-  for (uint64_t slot = 0; slot < r->meta.sb.nr_segments; slot++) {
-    uint32_t pos = 0;
-    bool found = false;
-    while (format::ChunkFits(pos)) {
-      uint64_t off = r->meta.sb.segments_offset + slot * format::kSegmentSize + uint64_t{pos} * kBlockSize;
-      WBFS_RETURN_IF_ERROR(cache.ReadAt(off, block.data(), kBlockSize));
-      if (!format::DecodeChunkHeader(block.data(), r->meta.sb.backing_size / kBlockSize, &h).ok() ||
-          h.nonce != r->meta.sb.nonce || h.offset != pos) {
-        break;
-      }
-      if (h.seq > expect && h.durable_seq >= expect) {
-        r->consistent = false;
-        r->problems.push_back({scan.end_offset,
-                               "the log ends at chunk seq " + std::to_string(expect) +
-                                   ", but chunk seq " + std::to_string(h.seq) + " (at offset " +
-                                   std::to_string(off) + ") records it as synced: lost data",
-                               true});
-        found = true;
-        break;
-      }
-      format::Position next = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
-      if (next.segment_id != h.segment_id) break;
-      pos = next.block;
-    }
-    if (found) break;
+  // A chunk that ends the chain although a later chunk records it as
+  // synced was lost after it was made durable: corruption, not a torn tail.
+  SyncedLoss loss;
+  WBFS_RETURN_IF_ERROR(FindSyncedLoss(cache, r->meta, scan, 0, &loss));
+  if (loss.found) {
+    r->consistent = false;
+    r->problems.push_back({scan.end_offset, DescribeSyncedLoss(loss), true});
   }
   return Status::OK();
 }

@@ -40,6 +40,9 @@ struct CheckReport {
   uint64_t nr_chunks = 0;
   uint64_t nr_dirty_cache_blocks = 0;
   uint64_t nr_cached_blocks = 0;
+  // Discards in the log not yet applied to the backing: dirty state too
+  // (the image reads zeros there, the backing may not).
+  uint64_t nr_pending_discards = 0;
   std::string end_reason;
 };
 
@@ -48,10 +51,12 @@ struct CheckReport {
 // could not be read at all (an I/O error), not that it is inconsistent.
 Status CheckCache(Device& cache, CheckReport* report);
 
-// The state replay arrives at: per cached block, whether it is dirty.
+// The state replay arrives at: per cached block, whether it is dirty, and
+// the discards the backing has not seen yet.
 struct BlockCounts {
   uint64_t cached = 0;
   uint64_t dirty = 0;
+  uint64_t discards = 0;
 };
 BlockCounts CountBlocks(const LogScan& scan);
 

@@ -217,4 +217,63 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
   return Status::OK();
 }
 
+Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan, unsigned threads,
+                      SyncedLoss* out) {
+  *out = SyncedLoss();
+  const format::Superblock& sb = meta.sb;
+  const uint64_t backing_blocks = sb.backing_size / kBlockSize;
+  const uint64_t expect = scan.next_seq;
+  out->end_seq = expect;
+  out->end_offset = scan.end_offset;
+  out->max_seq = expect - 1;
+  if (!scan.chunks.empty()) out->survivor_ms = scan.chunks.back().time_ms;
+  // Every slot once, in log order from the chain's end.
+  const uint64_t first_id = scan.end.segment_id;
+  HeaderPrefetch prefetch(cache, sb, threads, first_id + sb.nr_segments);
+  AlignedBuffer hbuf(kBlockSize);
+  format::ChunkHeader h;
+  for (uint64_t id = first_id; id < first_id + sb.nr_segments; id++) {
+    uint32_t pos = 0;
+    for (;;) {
+      const uint64_t off = format::SegmentBlockOffset(sb, id, pos);
+      const uint8_t* header = pos == 0 ? prefetch.Get(id) : nullptr;
+      if (header == nullptr) {
+        WBFS_RETURN_IF_ERROR(cache.ReadAt(off, hbuf.data(), kBlockSize));
+        header = hbuf.data();
+      }
+      if (!format::DecodeChunkHeader(header, backing_blocks, &h).ok() || h.nonce != sb.nonce ||
+          h.offset != pos) {
+        break;
+      }
+      // A segment is written from its block 0 on, so a slot whose first
+      // chunk is older than the chain's end holds nothing newer further
+      // in; only the slot where the chain ends continues past its start.
+      if (pos == 0 && h.seq < expect && h.segment_id != scan.end.segment_id) break;
+      out->max_seq = std::max(out->max_seq, h.seq);
+      if (h.seq >= expect) {
+        out->lost_chunks++;
+        out->lost_blocks += h.nr_blocks;
+        if (!out->found && h.seq > expect && h.durable_seq >= expect) {
+          out->found = true;
+          out->witness_seq = h.seq;
+          out->witness_offset = off;
+        }
+      }
+      const format::Position next = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
+      if (next.segment_id != h.segment_id || !format::ChunkFits(next.block)) break;
+      pos = next.block;
+    }
+  }
+  return Status::OK();
+}
+
+std::string DescribeSyncedLoss(const SyncedLoss& loss) {
+  return "the log ends at chunk seq " + std::to_string(loss.end_seq) + " (cache offset " +
+         std::to_string(loss.end_offset) + "), but chunk seq " + std::to_string(loss.witness_seq) +
+         " (at offset " + std::to_string(loss.witness_offset) +
+         ") records it as synced: fsynced data was lost from the cache (" +
+         std::to_string(loss.lost_chunks) + " later chunks holding " +
+         std::to_string(loss.lost_blocks) + " blocks cannot be replayed)";
+}
+
 }  // namespace wbfs::log

@@ -78,6 +78,39 @@ struct ScanOptions {
 // after trusted_seq whose data does not match its checksum.
 Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, LogScan* out);
 
+// A log whose chain ends although a later chunk of this cache records the
+// chunk at the end as synced: data that was durable cannot be read any more
+// (a damaged header or data in the middle of the log), not a torn tail.
+// Replaying only the chain would silently roll the image back, so mount,
+// offline writeback and check all look for it, through this one call.
+struct SyncedLoss {
+  bool found = false;
+  uint64_t end_seq = 0;         // the first chunk seq the chain is missing
+  uint64_t end_offset = 0;      // cache byte offset where the chain ends
+  uint64_t witness_seq = 0;     // a later chunk that records end_seq as synced
+  uint64_t witness_offset = 0;  // its cache byte offset
+  // Readable chunks at or after end_seq that replay leaves out, and the
+  // data blocks they carry (the damaged chunk itself may not be counted).
+  uint64_t lost_chunks = 0;
+  uint64_t lost_blocks = 0;
+  // The highest chunk seq of this cache found in any slot: a log restarted
+  // after accepting the loss continues above it, so that no old chunk is
+  // ever read as a witness again.
+  uint64_t max_seq = 0;
+  // When the last chunk that survives was cut (0: unknown or none): the
+  // flush point the image rolls back to.
+  uint64_t survivor_ms = 0;
+};
+
+// Reads the first header of every segment slot (in parallel with
+// `threads` > 0) and walks the slots that can hold chunks newer than the
+// chain's end. Never writes.
+Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan, unsigned threads,
+                      SyncedLoss* out);
+
+// One sentence for a SyncedLoss that was found: what is lost, where.
+std::string DescribeSyncedLoss(const SyncedLoss& loss);
+
 }  // namespace wbfs::log
 
 #endif  // WBFS_LOG_LOG_READER_H_

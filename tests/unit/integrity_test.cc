@@ -397,3 +397,82 @@ TEST_CASE("a partial write's pre-read of the backing is not used after a discard
     REQUIRE_MESSAGE(buf[i] == want, "byte " << i << " is " << int(buf[i]));
   }
 }
+
+TEST_CASE("a log that lost a synced chunk in the middle is refused unchanged, or rolled back with accept_loss") {
+  Rig r;
+  r.opts.threads = false;
+  r.Open();
+  auto read_block = [&](uint64_t block) {
+    std::vector<uint8_t> b(kB);
+    REQUIRE(r.e->Read(block * kB, b.data(), kB).ok());
+    return b[0];
+  };
+  r.Fill(0, 200 * kB, 1);  // flush point A: segments 1-2
+  REQUIRE(r.e->Flush().ok());
+  r.Fill(0, 200 * kB, 2);  // flush point B: segments 2-4
+  REQUIRE(r.e->Flush().ok());
+  r.Fill(300 * kB, 10 * kB, 3);
+  REQUIRE(r.e->Flush().ok());
+  r.Close();
+  log::CheckReport c0;
+  REQUIRE(log::CheckCache(*Dev(r.cache), &c0).ok());
+  REQUIRE(c0.consistent);
+  REQUIRE(c0.segments.size() >= 4);
+  // The first chunk header of segment 3: later chunks record it as synced.
+  r.FlipCacheByte(c0.segments[2].offset + 200);
+  const std::vector<uint8_t> cache_before = r.cache->data, backing_before = r.backing->data;
+
+  auto refused = Engine::Open(r.opts, Dev(r.backing), Dev(r.cache));
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == Status::Code::kCorruption);
+  CHECK(refused.status().message().find("records it as synced") != std::string::npos);
+  CHECK(refused.status().message().find("--accept-loss") != std::string::npos);
+  CHECK(r.cache->data == cache_before);
+  CHECK(r.backing->data == backing_before);
+
+  // Accepted: what survives is written back, the image is flush point A
+  // plus the part of B that precedes the damage.
+  r.opts.accept_loss = true;
+  r.Open();
+  CHECK(r.LogLines("rolled back to flush point") == 1);
+  CHECK(r.e->Stats().dropped_chunks > 0);
+  CHECK(r.e->Stats().nr_dirty_cache_blocks == 0);
+  CHECK(read_block(300) == 0);  // its chunk came after the damage
+  CHECK(read_block(199) != 3);
+  const uint8_t b0 = read_block(0);
+  CHECK((b0 == 1 || b0 == 2));
+  // The backing alone holds that image now.
+  CHECK(r.backing->data[0] == b0);
+  CHECK(r.backing->data[300 * kB] == 0);
+  r.Fill(500 * kB, kB, 9);
+  REQUIRE(r.e->Flush().ok());
+  r.Close();
+
+  // The restarted log is whole: a plain open takes it, the old chunks
+  // behind the damage are never a witness again, and check agrees.
+  r.opts.accept_loss = false;
+  r.Open();
+  CHECK(read_block(500) == 9);
+  CHECK(read_block(0) == b0);
+  CHECK(read_block(300) == 0);
+  r.Close();
+  log::CheckReport c1;
+  REQUIRE(log::CheckCache(*Dev(r.cache), &c1).ok());
+  CHECK(c1.consistent);
+  CHECK(c1.nr_dirty_cache_blocks == 1);
+}
+
+TEST_CASE("pending discards are dirty state to check (and so to format)") {
+  Rig r;
+  r.Open();
+  r.Fill(0, 8 * kB, 5);
+  REQUIRE(r.e->Flush().ok());
+  REQUIRE(r.e->WritebackAll().ok());
+  REQUIRE(r.e->Discard(0, 8 * kB).ok());
+  REQUIRE(r.e->Flush().ok());
+  r.Close();
+  log::CheckReport c;
+  REQUIRE(log::CheckCache(*Dev(r.cache), &c).ok());
+  CHECK(c.nr_dirty_cache_blocks == 0);
+  CHECK(c.nr_pending_discards == 1);
+}
