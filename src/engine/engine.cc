@@ -1815,8 +1815,12 @@ void EngineImpl::BackgroundMain() {
       busy_prev = busy;
       last_sample = now;
     }
+    // Every wait ends at once when Close() asks the thread to stop (a
+    // plain timed wait slept through that notify after a failed unit, and
+    // every close of a failing engine took a second).
+    const auto stop = [&] { return bg_stop_; };
     if (failed_) {
-      cv_.wait_for(lk, std::chrono::seconds(1));
+      cv_.wait_for(lk, std::chrono::seconds(1), stop);
       continue;
     }
     if (tun_.sync_data_interval > 0 && now - last_sync >= std::chrono::seconds(tun_.sync_data_interval)) {
@@ -1865,10 +1869,10 @@ void EngineImpl::BackgroundMain() {
     if (want && !wb_running_) {
       Status st = force_drop_ || too_old || drain ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
                                          : WritebackLocked(lk, sealed, false, BatchLocked());
-      if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1));  // retry later
+      if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1), stop);  // retry later
       continue;
     }
-    cv_.wait_for(lk, std::chrono::milliseconds(want ? 10 : 200));
+    cv_.wait_for(lk, std::chrono::milliseconds(want ? 10 : 200), stop);
   }
 }
 
