@@ -224,3 +224,29 @@ TEST_CASE("discard of dirty, clean, partially dirty and buffered blocks, then re
     CHECK(r.backing->data == r.model);
   }
 }
+
+TEST_CASE("a large read over scattered cached blocks is one backing read, overlaid") {
+  RcRig r;
+  r.opts.background = false;
+  r.opts.tunables.read_cache_threshold = 0;  // nothing staged: count only the read's own I/O
+  r.Open();
+  // Every 5th block of a 1 MiB range is dirty: in the cache (sealed and
+  // flushed) or, for the last ones, in RAM; a partial-sector write and a
+  // discarded (zero-overlay) block in between.
+  for (uint64_t b = 0; b < 256; b += 5) r.Write(1000 * 4096 + b * 4096, 4096);
+  REQUIRE(r.e->Flush().ok());
+  r.Write(1000 * 4096 + 7 * 4096 + 512, 700);
+  REQUIRE(r.e->Discard(1000 * 4096 + 11 * 4096, 4096).ok());
+  std::memset(r.model.data() + 1000 * 4096 + 11 * 4096, 0, 4096);
+  const uint64_t before = r.backing->reads;
+  CHECK(r.Matches(1000 * 4096 + 100, (1 << 20) - 300));
+  const uint64_t reads = r.backing->reads - before;
+  MESSAGE("backing reads for a 1 MiB read over 52 cached blocks: " << reads);
+  CHECK(reads <= 2);
+  // Far-apart pieces are not joined across a long cached run.
+  for (uint64_t b = 1500; b < 1700; b++) r.Write(b * 4096, 4096);
+  const uint64_t before2 = r.backing->reads;
+  CHECK(r.Matches(1499 * 4096, 202 * 4096));
+  CHECK(r.backing->reads - before2 == 2);
+  REQUIRE(r.e->Close().ok());
+}
