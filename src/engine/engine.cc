@@ -434,7 +434,10 @@ class EngineImpl final : public Engine {
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
   bool force_drop_ = false;    // drop_caches in progress
-  bool detach_ = false;        // CloseClean: the record skips the whole log
+  bool detach_ = false;
+  // Background writeback: set below a quarter of the log free, cleared at
+  // half free (BackgroundMain's water marks).
+  bool low_room_ = false;        // CloseClean: the record skips the whole log
   std::map<uint64_t, uint64_t> zeros_;  // union of pending discards: start -> end block
   uint64_t nr_pending_discards_ = 0;
   uint64_t open_chunk_ms_ = 0;  // first dirty write into the open chunk; 0: none
@@ -1876,10 +1879,21 @@ void EngineImpl::BackgroundMain() {
     const int64_t threshold = tun_.writeback_threshold;
     bool want = false;
     bool drain = false;  // the segment being filled, too
+    uint64_t batch = BatchLocked();
     if (force_drop_) {
       want = true;
     } else if (threshold > 0 && sealed > last_writeback_id_) {
-      want = util_ < threshold || (nr_segments_ - std::min(used, nr_segments_)) * 4 < nr_segments_;
+      // Water marks on free segments: below a quarter free, writeback runs
+      // whatever the backing's load until half the log is free again, so
+      // that it runs in long stretches well before writers wait for room.
+      const uint64_t free = nr_segments_ - std::min(used, nr_segments_);
+      if (free * 4 < nr_segments_) low_room_ = true;
+      else if (free * 2 >= nr_segments_) low_room_ = false;
+      want = util_ < threshold || low_room_;
+      // Only the water mark asks (the backing is busy): no further than it.
+      if (util_ >= threshold && low_room_) {
+        batch = std::max<uint64_t>(1, std::min(batch, used - std::min(used, nr_segments_ / 2)));
+      }
     } else if (threshold > 0 && util_ < threshold) {
       // Nothing sealed waits and the backing is idle: the changes in the
       // segment being filled go too once the oldest is idle_drain_ms old
@@ -1897,7 +1911,7 @@ void EngineImpl::BackgroundMain() {
     }
     if (want && !wb_running_) {
       Status st = force_drop_ || too_old || drain ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
-                                         : WritebackLocked(lk, sealed, false, BatchLocked());
+                                         : WritebackLocked(lk, sealed, false, batch);
       if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1), stop);  // retry later
       continue;
     }

@@ -14,6 +14,8 @@
 #ifndef WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 #define WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 
+#include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -75,6 +77,8 @@ struct MemDisk {
   int64_t fail_sync_after = -1;
   bool short_writes = false;  // a failing write first lands its first half
   bool fail_reads = false;    // every read fails
+  // BusyMillis reports the disk busy all the time (utilization 100 %).
+  std::atomic<bool> always_busy{false};
   // After a simulated crash the old engine must not touch the disk any
   // more: writes and syncs fail and change nothing until Crash()/KeepAll().
   bool frozen = false;
@@ -211,6 +215,12 @@ class MemDevice final : public Device {
     return WriteAt(off, z.data(), z.size());
   }
   uint64_t Size() const override { return d_->data.size(); }
+  uint64_t BusyMillis() const override {
+    if (!d_->always_busy) return 0;
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+  }
   std::string Name() const override { return d_->name; }
 
  private:

@@ -252,3 +252,32 @@ TEST_CASE("two writebacks at once do not build the same unit twice") {
   CHECK(r.e->Stats().backing_bytes_written == 64 * 4096);
   CHECK(r.e->Stats().nr_writeback_units == 1);
 }
+
+TEST_CASE("background writeback under load: water marks at a quarter and half of the log free") {
+  WbRig r(32 << 20, format::kSegmentsOffset + 40 * format::kSegmentSize);
+  r.backing->always_busy = true;  // utilization 100 %: above any threshold
+  r.opts.background = true;
+  r.opts.tunables.writeback_threshold = 50;
+  r.opts.tunables.max_dirty_age = 0;
+  r.Open();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));  // the first utilization sample
+  auto used = [&] {
+    EngineStats s = r.e->Stats();
+    return s.current_id - s.last_writeback_id;
+  };
+  // 25 of 40 segments used: the backing is busy and room is plenty.
+  uint64_t block = 0;
+  for (; block < 25 * 127; block++) r.Write(block * 4096, 4096);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(r.e->Stats().last_writeback_id == 0);
+  // 31 used, 9 free (< a quarter): writeback runs until half is free.
+  for (; block < 31 * 127; block++) r.Write(block * 4096, 4096);
+  for (int i = 0; i < 300 && used() > 20; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  MESSAGE("segments used after the low-room stretch: " << used());
+  CHECK(used() <= 20);
+  CHECK(used() >= 10);  // and then it stops: the backing is busy
+  REQUIRE(r.e->WritebackAll().ok());
+  REQUIRE(r.e->Close().ok());
+  CHECK(r.backing->data == r.model);
+}
