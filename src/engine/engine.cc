@@ -581,6 +581,17 @@ void EngineImpl::PrefillMain() {
     }
     st_.cache_prefill_bytes += zeros.size();
   }
+  // The file system's allocation of every block written is committed here,
+  // not by the first flush of a user (the first fsync after a prefill of
+  // 768 MiB took 0.47 s: mkfs.ext4 on a fresh mount spent it in its first
+  // discard).
+  if (st_.cache_prefill_bytes > 0 && !closed_ && !failed_) {
+    lk.unlock();
+    Status st = cache_->Sync();
+    lk.lock();
+    if (st.ok()) st_.nr_cache_syncs++;
+    else Log("syncing the prefilled cache failed: " + st.message());
+  }
   st_.prefilling = false;
 }
 

@@ -227,12 +227,16 @@ Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan,
   out->end_offset = scan.end_offset;
   out->max_seq = expect - 1;
   if (!scan.chunks.empty()) out->survivor_ms = scan.chunks.back().time_ms;
-  // Every slot once, in log order from the chain's end.
+  // The slots after the chain's end, in log order, up to the first slot
+  // that holds a segment of the chain (from the record's tail on): the
+  // chain's own segments were just read and are older than its end.
   const uint64_t first_id = scan.end.segment_id;
-  HeaderPrefetch prefetch(cache, sb, threads, first_id + sb.nr_segments);
+  const uint64_t end_id = std::max(first_id + 1, std::min(first_id + sb.nr_segments,
+                                                          meta.record.tail_segment_id + sb.nr_segments));
+  HeaderPrefetch prefetch(cache, sb, threads, end_id);
   AlignedBuffer hbuf(kBlockSize);
   format::ChunkHeader h;
-  for (uint64_t id = first_id; id < first_id + sb.nr_segments; id++) {
+  for (uint64_t id = first_id; id < end_id; id++) {
     uint32_t pos = 0;
     for (;;) {
       const uint64_t off = format::SegmentBlockOffset(sb, id, pos);

@@ -102,9 +102,9 @@ struct SyncedLoss {
   uint64_t survivor_ms = 0;
 };
 
-// Reads the first header of every segment slot (in parallel with
-// `threads` > 0) and walks the slots that can hold chunks newer than the
-// chain's end. Never writes.
+// Reads the first header of every segment slot outside the chain (in
+// parallel with `threads` > 0) and walks the slots that can hold chunks
+// newer than the chain's end. Never writes.
 Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan, unsigned threads,
                       SyncedLoss* out);
 
