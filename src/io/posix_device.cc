@@ -98,14 +98,21 @@ class PosixDevice final : public Device {
     return Status::OK();
   }
 
+  // The range must read as zeros afterwards (the engine drops its zero
+  // overlay once this returns), so never BLKDISCARD: a discard is a hint
+  // that a disk may ignore or apply lazily, leaving old data readable.
+  // fallocate(PUNCH_HOLE) guarantees zeros, on a file and on a block device
+  // (there it unmaps only where the device zeroes, otherwise it fails);
+  // then ZERO_RANGE, BLKZEROOUT (block devices: zeroes, writing them if
+  // need be), and last writing zeros here.
   Status Discard(uint64_t off, uint64_t len) override {
     if (len == 0) return Status::OK();
+    const auto o = static_cast<off_t>(off), l = static_cast<off_t>(len);
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return Status::OK();
+    if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return Status::OK();
     if (block_) {
       uint64_t range[2] = {off, len};
-      if (::ioctl(fd_, BLKDISCARD, range) == 0) return Status::OK();
-    } else if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                           static_cast<off_t>(off), static_cast<off_t>(len)) == 0) {
-      return Status::OK();
+      if (::ioctl(fd_, BLKZEROOUT, range) == 0) return Status::OK();
     }
     // Not supported here: write zeros instead.
     constexpr size_t kChunk = 1 << 20;
