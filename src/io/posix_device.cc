@@ -22,6 +22,7 @@
 
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -135,6 +136,19 @@ class PosixDevice final : public Device {
     return size_;
   }
   std::string Name() const override { return path_; }
+
+  // SEEK_HOLE/SEEK_DATA; a file system without them reports the whole file
+  // as data (the generic lseek), as does a block device.
+  Extent ExtentAt(uint64_t off) const override {
+    const uint64_t size = Size();
+    if (block_ || off >= size) return {false, size};
+    const off_t h = ::lseek(fd_, static_cast<off_t>(off), SEEK_HOLE);
+    if (h < 0) return {false, size};
+    if (static_cast<uint64_t>(h) > off) return {false, std::min<uint64_t>(static_cast<uint64_t>(h), size)};
+    const off_t d = ::lseek(fd_, static_cast<off_t>(off), SEEK_DATA);
+    if (d < 0) return {true, size};  // ENXIO: a hole up to the end
+    return {true, std::min<uint64_t>(static_cast<uint64_t>(d), size)};
+  }
 
   uint64_t BusyMillis() const override {
     if (!stat_path_.empty()) {
