@@ -141,6 +141,69 @@ TEST_CASE("a sparse backing on a nearly full file system: writeback needs only t
   }
 }
 
+TEST_CASE("ENOSPC on the backing is reported in status and retried; writeback resumes once space is freed") {
+  for (bool journal : {true, false}) {
+    CAPTURE(journal);
+    SparseRig r;
+    r.backing->SetCapacity(10);
+    r.Open(journal);
+    for (uint64_t k = 0; k < 40; k++) r.WriteBlock(3000 + 3 * k);
+    Status st = r.e->WritebackAll();
+    CHECK(!st.ok());
+    EngineStats s = r.e->Stats();
+    CHECK(s.writeback_failing);
+    CHECK_MESSAGE(s.writeback_error.find("No space left on device") != std::string::npos, s.writeback_error);
+    CHECK(s.nr_dirty_cache_blocks == 40);
+    r.backing->SetCapacity(UINT64_MAX);  // space freed
+    st = r.e->WritebackAll();
+    REQUIRE_MESSAGE(st.ok(), st.ToString());
+    s = r.e->Stats();
+    CHECK(!s.writeback_failing);
+    CHECK(s.writeback_error.empty());
+    CHECK(s.nr_dirty_cache_blocks == 0);
+    CHECK(r.backing->data == r.model);
+  }
+}
+
+TEST_CASE("drop_caches on a full backing backs off and finishes once space is freed") {
+  // 40 blocks, one every 12 KiB (gap filling would need 118 blocks), on a
+  // backing with room for 5; then room for 60.
+  SparseRig r(true);
+  r.backing->SetCapacity(5);
+  r.Open(true);
+  for (uint64_t k = 0; k < 40; k++) r.WriteBlock(3000 + 3 * k);
+  REQUIRE(r.e->Flush().ok());
+  r.e->StartDropCaches();
+  auto until = [&](auto pred, int seconds) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  };
+  auto enospc = [&] {
+    std::lock_guard<std::mutex> l(r.backing->mu);
+    return r.backing->nr_enospc;
+  };
+  REQUIRE(until([&] { return r.e->Stats().writeback_failing; }, 10));
+  CHECK(r.e->Stats().writeback_error.find("No space left on device") != std::string::npos);
+  // Backing off (1 s, 2 s, 4 s...): at most 2 retries in the next 5 s
+  // (a retry every second would be 4 or 5).
+  const uint64_t failures = enospc();
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  CHECK(enospc() - failures <= 3);
+  CHECK(r.e->Stats().nr_dirty_cache_blocks == 40);
+  r.backing->SetCapacity(60);  // space freed: enough for the data, not for gap fill
+  // The drop_caches in progress goes on at its next retry (8 s apart at most).
+  CHECK(until([&] { return r.e->Stats().nr_dirty_cache_blocks == 0; }, 15));
+  EngineStats s = r.e->Stats();
+  CHECK(!s.writeback_failing);
+  CHECK(s.writeback_error.empty());
+  REQUIRE(r.e->Close().ok());
+  CHECK(r.backing->data == r.model);
+}
+
 TEST_CASE("PosixDevice reports a sparse file's holes (SEEK_HOLE/SEEK_DATA)") {
   char path[] = "/tmp/wbfs-sparse-XXXXXX";
   int fd = ::mkstemp(path);
