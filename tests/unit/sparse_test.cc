@@ -5,6 +5,7 @@
 // retried, with progress once space is freed.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -234,6 +235,16 @@ TEST_CASE("PosixDevice reports a sparse file's holes (SEEK_HOLE/SEEK_DATA)") {
     CHECK((x.hole && x.end == (1 << 20)));
     REQUIRE(dev.Discard(64 << 10, 4096).ok());
     CHECK(dev.HasHole(64 << 10, 4096));
+    // Fallocated (unwritten) space is no hole: writing it allocates
+    // nothing (SEEK_HOLE alone calls it a hole on ext4 and XFS).
+    int fd2 = ::open(path, O_RDWR);
+    REQUIRE(fd2 >= 0);
+    const bool fallocated = ::fallocate(fd2, 0, 256 << 10, 128 << 10) == 0;
+    ::close(fd2);
+    if (fallocated) {
+      CHECK(!dev.HasHole(256 << 10, 128 << 10));
+      CHECK(dev.HasHole(200 << 10, 128 << 10));
+    }
   }
   ::unlink(path);
 }
