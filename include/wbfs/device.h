@@ -23,9 +23,29 @@ class Device {
   virtual Status WriteAt(uint64_t off, const void* buf, size_t len) = 0;
   // Makes every completed write durable (fdatasync).
   virtual Status Sync() = 0;
-  // Makes the range read back as zeros (punch a hole, discard, or write zeros).
+  // Makes the range read back as zeros, guaranteed (punch a hole, zero the
+  // range, or write zeros; never a discard that may leave old data).
   virtual Status Discard(uint64_t off, uint64_t len) = 0;
   virtual uint64_t Size() const = 0;
+  // A sparse file's allocation at `off`: whether it lies in a hole (no
+  // storage allocated: it reads as zeros, and writing it allocates space)
+  // and where that hole or data extent ends (at most Size()). Block devices
+  // and file systems that do not report holes: data up to Size().
+  struct Extent {
+    bool hole = false;
+    uint64_t end = 0;
+  };
+  virtual Extent ExtentAt(uint64_t /*off*/) const { return {false, Size()}; }
+  // Whether [off, off + len) contains a hole (one ExtentAt per extent met).
+  bool HasHole(uint64_t off, uint64_t len) const {
+    for (uint64_t end = off + len; off < end;) {
+      const Extent e = ExtentAt(off);
+      if (e.hole) return true;
+      if (e.end <= off) return false;
+      off = e.end;
+    }
+    return false;
+  }
   // For messages: the path, or a test's name.
   virtual std::string Name() const = 0;
   // Milliseconds the underlying disk has been busy, cumulative: its

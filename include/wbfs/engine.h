@@ -110,6 +110,7 @@ struct EngineStats {
   std::string utilization_source;
   bool dropping_caches = false;   // a drop_caches is writing everything back
   bool writeback_failing = false;
+  std::string writeback_error;    // why, while failing (e.g. "...: No space left on device")
   uint64_t replayed_chunks = 0;   // at open
   uint64_t dropped_chunks = 0;    // torn tail dropped at open
   uint64_t pending_discards = 0;  // logged, not yet punched on the backing

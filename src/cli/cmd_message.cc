@@ -59,7 +59,10 @@ int WaitForClean(ctl::Client& client) {
     const double done = static_cast<double>(first_dirty > dirty ? first_dirty - dirty : 0) * 4096;
     const double rate = secs > 0 ? done / secs : 0;
     const std::string left = HumanBytes(dirty * 4096);
-    const std::string note = j.value()["writeback_failing"].get<bool>() ? "  (writeback failing, retrying; see the log)" : "";
+    const std::string note =
+        j.value()["writeback_failing"].get<bool>()
+            ? "  (writeback failing, retrying: " + j.value().value("writeback_error", std::string("see the log")) + ")"
+            : "";
     if (dirty == 0) {
       if (tty) std::printf("\r\033[K");
       std::printf("drop_caches: every dirty block is on the backing (%s in %.1f s)\n",

@@ -75,6 +75,7 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["utilization_source"] = s.utilization_source;
   j["dropping_caches"] = s.dropping_caches;
   j["writeback_failing"] = s.writeback_failing;
+  j["writeback_error"] = s.writeback_error;
   j["nr_staged_blocks"] = s.nr_staged_blocks;
   j["nr_staging"] = s.nr_staging;
   j["discarded_bytes"] = s.discarded_bytes;

@@ -75,7 +75,9 @@ int CmdStatus(const std::vector<std::string>& args) {
                                  " (" + j["utilization_source"].get<std::string>() + ")");
   std::string wb = "batch " + n("nr_cur_batched_writeback");
   if (j["dropping_caches"].get<bool>()) wb += ", drop_caches in progress";
-  if (j["writeback_failing"].get<bool>()) wb += ", FAILING (retrying; see the log)";
+  if (j["writeback_failing"].get<bool>()) {
+    wb += ", FAILING (retrying): " + j.value("writeback_error", std::string("see the log"));
+  }
   row("writeback", wb);
   row("writes that waited", n("nr_writeback_waits") + " (log full)");
   row("staged reads", n("nr_staged_blocks") + " blocks (" + n("nr_staging") + " pending)");

@@ -80,6 +80,16 @@ using format::kSectorsPerBlock;
 constexpr uint64_t kReadGapMax = 256 << 10;
 constexpr uint64_t kReadSpanMax = 4 << 20;
 
+// The longest wait between background retries of a failing writeback.
+constexpr uint64_t kMaxRetryMs = 8000;
+
+// Milliseconds on a monotonic clock (retry times).
+uint64_t MonoMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
 uint64_t RandomU64() {
   uint64_t v = 0;
   while (getrandom(&v, sizeof(v), 0) != sizeof(v)) {
@@ -408,6 +418,12 @@ class EngineImpl final : public Engine {
   uint64_t redo_count_ = 0;
   bool redo_current_ = false;
   bool wb_failing_ = false;  // the last writeback failed (logged once)
+  std::string wb_error_;     // why, while wb_failing_ (status: writeback_error)
+  // Background retries of a failing writeback back off (1 s doubling to
+  // kMaxRetryMs): a backing out of space is not hammered with a unit per
+  // second, and a new drop_caches retries at once.
+  uint64_t wb_retry_ms_ = 0;
+  uint64_t wb_retry_at_ms_ = 0;  // MonoMs(); 0: now
   std::atomic<bool> read_failing_{false};
 
   uint64_t last_seg_id_ = 0;
@@ -1634,12 +1650,15 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
       Log("writeback failed: " + st.message() + "; the dirty blocks stay in the cache and "
           "writeback is retried");
     }
+    wb_error_ = st.message();
     return st.WithContext("writeback");
   }
   if (wb_failing_) {
     wb_failing_ = false;
+    wb_error_.clear();
     Log("writeback works again");
   }
+  wb_retry_ms_ = wb_retry_at_ms_ = 0;
   st_.backing_bytes_written += applied.bytes_written;
   st_.backing_fill_bytes += applied.bytes_filled;
   if (!empty) st_.nr_writeback_units++;
@@ -1821,6 +1840,7 @@ EngineStats EngineImpl::Stats() const {
   s.dropping_caches = force_drop_;
   s.nr_staging = stager_.size();
   s.writeback_failing = wb_failing_;
+  s.writeback_error = wb_error_;
   s.pending_discards = nr_pending_discards_;
   s.journal = journal_ != nullptr;
   if (journal_) {
@@ -1920,10 +1940,20 @@ void EngineImpl::BackgroundMain() {
       too_old = oldest != 0 && WallClockMs() >= oldest + static_cast<uint64_t>(tun_.max_dirty_age) * 1000;
       want = want || too_old;
     }
-    if (want && !wb_running_) {
+    if (want && !wb_running_ && MonoMs() >= wb_retry_at_ms_) {
       Status st = force_drop_ || too_old || drain ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
                                          : WritebackLocked(lk, sealed, false, batch);
-      if (!st.ok()) cv_.wait_for(lk, std::chrono::seconds(1), stop);  // retry later
+      if (!st.ok()) {
+        // Retry later, backing off: the backing may be full until someone
+        // frees space. (A success resets it, in WritebackLocked.)
+        wb_retry_ms_ = std::min<uint64_t>(kMaxRetryMs, wb_retry_ms_ == 0 ? 1000 : wb_retry_ms_ * 2);
+        wb_retry_at_ms_ = MonoMs() + wb_retry_ms_;
+      }
+      continue;
+    }
+    if (want && !wb_running_) {  // backing off: wait for the retry (or a new drop_caches)
+      const uint64_t left = wb_retry_at_ms_ - std::min(MonoMs(), wb_retry_at_ms_);
+      cv_.wait_for(lk, std::chrono::milliseconds(std::min<uint64_t>(200, left)), stop);
       continue;
     }
     cv_.wait_for(lk, std::chrono::milliseconds(want ? 10 : 200), stop);
@@ -1963,6 +1993,7 @@ void EngineImpl::ClearStats() {
 void EngineImpl::StartDropCaches() {
   Lock lk(mu_);
   if (!AllAppliedLocked()) force_drop_ = true;
+  wb_retry_at_ms_ = 0;  // a failing writeback is retried at once
   cv_.notify_all();
 }
 

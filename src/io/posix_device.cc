@@ -14,6 +14,7 @@
 // read of a missed block, a write around the cache) stays buffered.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -22,6 +23,7 @@
 
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -98,14 +100,21 @@ class PosixDevice final : public Device {
     return Status::OK();
   }
 
+  // The range must read as zeros afterwards (the engine drops its zero
+  // overlay once this returns), so never BLKDISCARD: a discard is a hint
+  // that a disk may ignore or apply lazily, leaving old data readable.
+  // fallocate(PUNCH_HOLE) guarantees zeros, on a file and on a block device
+  // (there it unmaps only where the device zeroes, otherwise it fails);
+  // then ZERO_RANGE, BLKZEROOUT (block devices: zeroes, writing them if
+  // need be), and last writing zeros here.
   Status Discard(uint64_t off, uint64_t len) override {
     if (len == 0) return Status::OK();
+    const auto o = static_cast<off_t>(off), l = static_cast<off_t>(len);
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return Status::OK();
+    if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, o, l) == 0) return Status::OK();
     if (block_) {
       uint64_t range[2] = {off, len};
-      if (::ioctl(fd_, BLKDISCARD, range) == 0) return Status::OK();
-    } else if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                           static_cast<off_t>(off), static_cast<off_t>(len)) == 0) {
-      return Status::OK();
+      if (::ioctl(fd_, BLKZEROOUT, range) == 0) return Status::OK();
     }
     // Not supported here: write zeros instead.
     constexpr size_t kChunk = 1 << 20;
@@ -128,6 +137,42 @@ class PosixDevice final : public Device {
     return size_;
   }
   std::string Name() const override { return path_; }
+
+  // A hole is a range with no storage (writing it allocates). FIEMAP
+  // first: it tells holes from fallocated (unwritten) extents, which
+  // SEEK_HOLE reports as holes on ext4 and XFS but which writing does not
+  // allocate (gap filling over them costs no space, and a fallocated
+  // backing keeps its large sequential writes). Then SEEK_HOLE/SEEK_DATA
+  // (tmpfs has no FIEMAP); a file system with neither reports the whole
+  // file as data, as does a block device.
+  Extent ExtentAt(uint64_t off) const override {
+    const uint64_t size = Size();
+    if (block_ || off >= size) return {false, size};
+    constexpr unsigned kExtents = 16;
+    alignas(struct fiemap) char buf[sizeof(struct fiemap) + kExtents * sizeof(struct fiemap_extent)] = {};
+    auto* fm = reinterpret_cast<struct fiemap*>(buf);
+    fm->fm_start = off;
+    fm->fm_length = size - off;
+    fm->fm_extent_count = kExtents;
+    if (::ioctl(fd_, FS_IOC_FIEMAP, fm) == 0) {
+      uint64_t at = off;  // [off, at) is data
+      for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
+        const struct fiemap_extent& e = fm->fm_extents[i];
+        if (e.fe_logical > at) {
+          return at > off ? Extent{false, at} : Extent{true, std::min<uint64_t>(e.fe_logical, size)};
+        }
+        at = std::max<uint64_t>(at, e.fe_logical + e.fe_length);
+        if (e.fe_flags & FIEMAP_EXTENT_LAST) break;
+      }
+      return at > off ? Extent{false, std::min(at, size)} : Extent{true, size};
+    }
+    const off_t h = ::lseek(fd_, static_cast<off_t>(off), SEEK_HOLE);
+    if (h < 0) return {false, size};
+    if (static_cast<uint64_t>(h) > off) return {false, std::min<uint64_t>(static_cast<uint64_t>(h), size)};
+    const off_t d = ::lseek(fd_, static_cast<off_t>(off), SEEK_DATA);
+    if (d < 0) return {true, size};  // ENXIO: a hole up to the end
+    return {true, std::min<uint64_t>(static_cast<uint64_t>(d), size)};
+  }
 
   uint64_t BusyMillis() const override {
     if (!stat_path_.empty()) {

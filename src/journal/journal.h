@@ -40,7 +40,8 @@ struct Unit {
 // it, and it is written in one write. The gaps are rewritten with the
 // bytes they hold, so applying stays idempotent, and a torn write of a gap
 // changes nothing. A window never spans a punch of the unit (that would
-// write zeros back as data) and is at most max_window bytes, which bounds
+// write zeros back as data), nor a hole of the backing (a sparse file:
+// the gap's zeros would allocate it), and is at most max_window bytes, which bounds
 // the RAM one apply needs however sparse the unit. The read and the write
 // of a window are not overlapped: on one spindle they would only seek
 // against each other.

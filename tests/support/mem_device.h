@@ -14,10 +14,12 @@
 #ifndef WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 #define WBFS_TESTS_SUPPORT_MEM_DEVICE_H_
 
+#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -70,6 +72,30 @@ struct MemDisk {
   std::vector<Pending> pending;
   std::string name;
   uint64_t reads = 0, writes = 0, syncs = 0, bytes_written = 0;
+  // A sparse disk (a sparse file): 4 KiB blocks are allocated by the
+  // first write into them and freed by Discard; unallocated blocks are
+  // holes (ExtentAt reports them). `capacity` blocks at most may be
+  // allocated: a write that would need more fails with ENOSPC (nothing
+  // lands). Counts the bytes written into holes and the extent queries.
+  static constexpr uint64_t kAlloc = 4096;
+  bool sparse = false;
+  std::vector<bool> allocated;
+  uint64_t nr_allocated = 0;
+  uint64_t capacity = UINT64_MAX;
+  uint64_t bytes_written_to_holes = 0;
+  uint64_t extent_queries = 0;
+  uint64_t nr_enospc = 0;  // writes refused for want of space
+  // Turns sparse on: every block a hole (what `truncate -s` makes).
+  void MakeSparse() {
+    std::lock_guard<std::mutex> l(mu);
+    sparse = true;
+    allocated.assign((data.size() + kAlloc - 1) / kAlloc, false);
+    nr_allocated = 0;
+  }
+  void SetCapacity(uint64_t blocks) {
+    std::lock_guard<std::mutex> l(mu);
+    capacity = blocks;
+  }
   // Fail once this many more calls succeeded (-1: never). A failure is
   // sticky for writes and syncs until reset, one-shot for reads.
   int64_t fail_read_after = -1;
@@ -192,6 +218,23 @@ class MemDevice final : public Device {
       return Status::IOError(d_->name + ": injected write error", EIO);
     }
     if (d_->fail_write_after > 0) d_->fail_write_after--;
+    if (d_->sparse && len > 0) {
+      const uint64_t a = off / MemDisk::kAlloc, b = (off + len - 1) / MemDisk::kAlloc + 1;
+      uint64_t need = 0;
+      for (uint64_t i = a; i < b; i++) need += d_->allocated[i] ? 0 : 1;
+      if (d_->nr_allocated + need > d_->capacity) {
+        d_->nr_enospc++;
+        return Status::IOError(d_->name + ": write at offset " + std::to_string(off) + ": No space left on device",
+                               ENOSPC);
+      }
+      for (uint64_t i = a; i < b; i++) {
+        if (d_->allocated[i]) continue;
+        d_->allocated[i] = true;
+        d_->bytes_written_to_holes += std::min(off + len, (i + 1) * MemDisk::kAlloc) -
+                                      std::max(off, i * MemDisk::kAlloc);
+      }
+      d_->nr_allocated += need;
+    }
     Land(off, p, len);
     d_->writes++;
     d_->bytes_written += len;
@@ -211,8 +254,37 @@ class MemDevice final : public Device {
     return Status::OK();
   }
   Status Discard(uint64_t off, uint64_t len) override {
-    std::vector<uint8_t> z(len, 0);
-    return WriteAt(off, z.data(), z.size());
+    uint64_t pa = 0, pb = 0;  // the whole blocks punched (sparse)
+    {
+      std::lock_guard<std::mutex> l(d_->mu);
+      if (d_->sparse && !d_->frozen && !(d_->power && d_->power->IsCut()) && off + len <= d_->data.size()) {
+        pa = (off + MemDisk::kAlloc - 1) / MemDisk::kAlloc * MemDisk::kAlloc;
+        pb = std::max(pa, (off + len) / MemDisk::kAlloc * MemDisk::kAlloc);
+        for (uint64_t at = pa; at < pb; at += MemDisk::kAlloc) {
+          std::memset(d_->data.data() + at, 0, MemDisk::kAlloc);
+          d_->pending.push_back({at, std::vector<uint8_t>(MemDisk::kAlloc, 0)});
+          if (d_->allocated[at / MemDisk::kAlloc]) d_->nr_allocated--;
+          d_->allocated[at / MemDisk::kAlloc] = false;
+        }
+      }
+    }
+    // The rest (everything when not sparse) is written with zeros, as a
+    // file system zeroes the partial blocks of a punch.
+    if (pa == pb) pa = pb = off + len;
+    std::vector<uint8_t> z(std::max(pa - off, off + len - pb), 0);
+    if (pa > off) WBFS_RETURN_IF_ERROR(WriteAt(off, z.data(), pa - off));
+    if (off + len > pb) WBFS_RETURN_IF_ERROR(WriteAt(pb, z.data(), off + len - pb));
+    return Status::OK();
+  }
+  Extent ExtentAt(uint64_t off) const override {
+    std::lock_guard<std::mutex> l(d_->mu);
+    const uint64_t size = d_->data.size();
+    d_->extent_queries++;
+    if (!d_->sparse || off >= size) return {false, size};
+    const bool hole = !d_->allocated[off / MemDisk::kAlloc];
+    uint64_t i = off / MemDisk::kAlloc + 1;
+    while (i < d_->allocated.size() && d_->allocated[i] != hole) i++;
+    return {hole, std::min(size, i * MemDisk::kAlloc)};
   }
   uint64_t Size() const override { return d_->data.size(); }
   uint64_t BusyMillis() const override {
