@@ -30,7 +30,7 @@ Result<nlohmann::json> Ask(ctl::Client& client, const std::string& req) {
   return j;
 }
 
-// Waits until no dirty block remains, showing progress: a bar on a
+// Waits until no dirty block or pending discard remains, showing progress: a bar on a
 // terminal, a plain line every 5 s otherwise. Ctrl-C stops the waiting,
 // not the writeback.
 int WaitForClean(ctl::Client& client) {
@@ -63,7 +63,8 @@ int WaitForClean(ctl::Client& client) {
         j.value()["writeback_failing"].get<bool>()
             ? "  (writeback failing, retrying: " + j.value().value("writeback_error", std::string("see the log")) + ")"
             : "";
-    if (dirty == 0) {
+    // Discards not yet punched on the backing are dirty state too.
+    if (dirty == 0 && j.value().value("pending_discards", uint64_t{0}) == 0) {
       if (tty) std::printf("\r\033[K");
       std::printf("drop_caches: every dirty block is on the backing (%s in %.1f s)\n",
                   HumanBytes(static_cast<uint64_t>(done)).c_str(), secs);
@@ -111,8 +112,9 @@ int CmdMessage(const std::vector<std::string>& args) {
       "       wbfs message MOUNTPOINT drop_caches\n"
       "\n"
       "KEY VALUE sets an online tunable (" + online + ").\n"
-      "clear_stat zeroes the counters. drop_caches writes every dirty block back and\n"
-      "returns when none is left (Ctrl-C stops the waiting, not the writeback).\n";
+      "clear_stat zeroes the counters. drop_caches writes every dirty block and\n"
+      "pending discard back and returns when none is left (Ctrl-C stops the\n"
+      "waiting, not the writeback).\n";
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
     std::cout << usage;
     return kExitOk;
