@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -36,10 +37,52 @@ namespace wbfs::cli {
 namespace {
 
 bool g_foreground = false;
+// Where a background daemon logs: syslog when /dev/log exists (g_log_fd
+// < 0), else the file g_log_path next to the control socket (containers
+// often have no syslog).
+int g_log_fd = -1;
+std::string g_log_path;
 
 void Log(int prio, const std::string& msg) {
-  if (g_foreground) std::cerr << "wbfs: " << msg << "\n";
-  else ::syslog(prio, "%s", msg.c_str());
+  if (g_foreground) {
+    std::cerr << "wbfs: " << msg << "\n";
+  } else if (g_log_fd >= 0) {
+    char when[32];
+    time_t now = ::time(nullptr);
+    struct tm tm;
+    ::gmtime_r(&now, &tm);
+    ::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const std::string line = std::string(when) + " wbfs[" + std::to_string(::getpid()) + "] " +
+                             (prio <= LOG_ERR ? "error: " : prio == LOG_WARNING ? "warning: " : "") +
+                             msg + "\n";
+    (void)!::write(g_log_fd, line.data(), line.size());  // O_APPEND: one write, one line
+  } else {
+    ::syslog(prio, "%s", msg.c_str());
+  }
+}
+
+// Opens the log of a background daemon (see g_log_fd).
+void OpenLog(const std::string& mountpoint) {
+  struct stat st;
+  if (::stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode)) {
+    ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+    return;
+  }
+  if (!ctl::EnsureSocketDir().ok()) {  // the control server reports this
+    ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+    return;
+  }
+  g_log_path = ctl::LogPath(mountpoint);
+  g_log_fd = ::open(g_log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (g_log_fd < 0) {
+    g_log_path.clear();
+    ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+  }
+}
+
+std::string LogTarget() {
+  if (g_foreground) return "stderr";
+  return g_log_fd >= 0 ? g_log_path : "syslog";
 }
 
 // What the child tells the parent: "OK" or "<exit code> <message>".
@@ -56,9 +99,10 @@ void Report(int fd, int code, const std::string& msg) {
 std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   nlohmann::json j;
   j["pid"] = ::getpid();
-  j["mountpoint"] = c.mountpoint;
-  j["backing"] = c.backing;
-  j["cache"] = c.cache;
+  ctl::PutPath(&j, "mountpoint", c.mountpoint);
+  ctl::PutPath(&j, "backing", c.backing);
+  ctl::PutPath(&j, "cache", c.cache);
+  ctl::PutPath(&j, "log", LogTarget());
   j["image_size"] = s.image_size;
   j["segment_size"] = s.segment_size;
   j["nr_segments"] = s.nr_segments;
@@ -80,7 +124,7 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["discarded_bytes"] = s.discarded_bytes;
   j["pending_discards"] = s.pending_discards;
   j["nr_writeback_units"] = s.nr_writeback_units;
-  j["journal"] = s.journal ? s.journal_name : "none";
+  ctl::PutPath(&j, "journal", s.journal ? s.journal_name : "none");
   j["journal_bytes_written"] = s.journal_bytes_written;
   j["journal_replayed"] = s.journal_replayed;
   // What losing the cache now would cost.
@@ -102,44 +146,59 @@ std::string StatsJson(const EngineStats& s, const MountConfig& c) {
   j["formatted"] = s.formatted;
   j["prefilling"] = s.prefilling;
   j["cache_prefill_bytes"] = s.cache_prefill_bytes;
+  if (!s.prefill_stopped.empty()) j["prefill_stopped"] = ctl::TextForJson(s.prefill_stopped);
   j["failed"] = s.failed;
-  if (s.failed) j["error"] = s.error;
+  if (s.failed) j["error"] = ctl::TextForJson(s.error);
   return j.dump();
 }
 
 // One control request (see src/ctl/ctl.h): "status", "pid",
-// "set KEY VALUE", "clear_stat", "drop_caches".
+// "set KEY VALUE", "clear_stat", "drop_caches". Any bytes may arrive here:
+// what is echoed back is made valid UTF-8 first.
 std::string HandleRequest(Engine* e, const MountConfig& c, const std::string& req) {
   using nlohmann::json;
+  std::vector<std::string> words;
   std::istringstream in(req);
-  std::string verb;
-  in >> verb;
-  if (verb == "status") return StatsJson(e->Stats(), c);
-  if (verb == "pid") return json{{"pid", ::getpid()}}.dump();
-  if (verb == "clear_stat") {
+  for (std::string w; in >> w;) words.push_back(w);
+  const std::string verb = words.empty() ? "" : words[0];
+  auto one = [&](const char* v) { return verb == v && words.size() == 1; };
+  if (one("status")) return StatsJson(e->Stats(), c);
+  if (one("pid")) return json{{"pid", ::getpid()}}.dump();
+  if (one("clear_stat")) {
     e->ClearStats();
     return json{{"ok", true}}.dump();
   }
-  if (verb == "drop_caches") {
+  if (one("drop_caches")) {
     e->StartDropCaches();
     return json{{"ok", true}}.dump();
   }
   if (verb == "set") {
-    std::string key;
     int64_t value = 0;
-    if (!(in >> key >> value)) return json{{"error", "set needs KEY VALUE"}}.dump();
-    Status st = e->SetTunable(key, value);
-    if (!st.ok()) return json{{"error", st.message()}}.dump();
-    Log(LOG_INFO, "tunable " + key + " set to " + std::to_string(value));
+    if (words.size() != 3 || !ctl::ParseInt64(words[2], &value)) {
+      return json{{"error", "set needs KEY VALUE (a decimal integer)"}}.dump();
+    }
+    Status st = e->SetTunable(words[1], value);
+    if (!st.ok()) return json{{"error", ctl::TextForJson(st.message())}}.dump();
+    Log(LOG_INFO, "tunable " + words[1] + " set to " + std::to_string(value));
     return json{{"ok", true}}.dump();
   }
-  return json{{"error", "unknown request '" + verb + "'"}}.dump();
+  return json{{"error", "unknown request '" + ctl::TextForJson(req.substr(0, 64)) + "'"}}.dump();
+}
+
+// HandleRequest that never throws: a failure is answered and logged.
+std::string HandleRequestSafely(Engine* e, const MountConfig& c, const std::string& req) {
+  try {
+    return HandleRequest(e, c, req);
+  } catch (const std::exception& ex) {
+    Log(LOG_ERR, "control request '" + ctl::TextForJson(req.substr(0, 64)) + "' failed: " + ex.what());
+    return nlohmann::json{{"error", "internal error: " + ctl::TextForJson(ex.what())}}.dump();
+  }
 }
 
 // Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
 // the waiting parent, or -1.
 int RunDaemon(const MountConfig& c, int ready_fd) {
-  if (!g_foreground) ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+  if (!g_foreground) OpenLog(c.mountpoint);
   // The daemon must not recurse into the I/O it serves when memory is
   // short (a loop device or VM above it), nor be the OOM killer's pick.
   (void)::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
@@ -197,7 +256,7 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   Engine* e = engine.value().get();
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
-    return HandleRequest(e, c, req);
+    return HandleRequestSafely(e, c, req);
   });
   if (!st.ok()) {
     Report(ready_fd, kExitFailure, st.message());
@@ -235,12 +294,20 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   st = frontend.Run();
   if (!st.ok()) Log(LOG_ERR, st.message());
   Status cs = engine.value()->Close();
+  // A waiting `wbfs umount` learns how the daemon ended.
   if (!cs.ok()) {
     Log(LOG_ERR, "closing the cache: " + cs.message());
+    server.Stop(nlohmann::json{{"exit", kExitFailure},
+                               {"error", ctl::TextForJson("closing the cache: " + cs.message())}}.dump());
     return kExitFailure;
   }
   Log(LOG_INFO, "unmounted " + c.mountpoint + "; cache closed cleanly");
-  return st.ok() ? kExitOk : kExitFailure;
+  if (!st.ok()) {
+    server.Stop(nlohmann::json{{"exit", kExitFailure}, {"error", ctl::TextForJson(st.message())}}.dump());
+    return kExitFailure;
+  }
+  server.Stop(nlohmann::json{{"exit", kExitOk}}.dump());
+  return kExitOk;
 }
 
 // Resolves an existing file's path, or explains what is wrong with it.
