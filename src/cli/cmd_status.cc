@@ -11,6 +11,8 @@
 namespace wbfs::cli {
 namespace {
 
+int PrintStatus(nlohmann::json j);
+
 }  // namespace
 
 int CmdStatus(const std::vector<std::string>& args) {
@@ -41,11 +43,32 @@ int CmdStatus(const std::vector<std::string>& args) {
   if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");
   auto reply = client.Call("status");
   if (!reply.ok()) return Fail(kExitFailure, reply.status().message());
+  // The reply is untrusted input: anything but the object we expect is
+  // reported, never a crash.
+  nlohmann::json j = nlohmann::json::parse(reply.value(), nullptr, false);
+  if (j.is_object() && !j.contains("pid") && j.contains("error") && j["error"].is_string()) {
+    return Fail(kExitFailure, "the daemon refused 'status': " + j["error"].get<std::string>());
+  }
+  if (!j.is_object() || !j.contains("pid") || !j["pid"].is_number_integer()) {
+    return Fail(kExitFailure, "the daemon sent a malformed reply to 'status'");
+  }
   if (json) {
     std::cout << reply.value() << "\n";
     return kExitOk;
   }
-  nlohmann::json j = nlohmann::json::parse(reply.value());
+  try {
+    return PrintStatus(j);
+  } catch (const nlohmann::json::exception& e) {
+    std::fflush(stdout);
+    return Fail(kExitFailure, std::string("the daemon sent a malformed reply to 'status': ") + e.what());
+  }
+}
+
+namespace {
+
+// `j` by value: operator[] on a missing key then yields null, whose get<>
+// throws, where the const operator[] would be undefined behaviour.
+int PrintStatus(nlohmann::json j) {
   auto row = [](const std::string& k, const std::string& v) {
     std::printf("%-24s %s\n", k.c_str(), v.c_str());
   };
@@ -54,6 +77,7 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("daemon pid", std::to_string(j["pid"].get<int64_t>()));
   row("backing", j["backing"].get<std::string>());
   row("cache", j["cache"].get<std::string>());
+  if (j.contains("log")) row("log", j["log"].get<std::string>());
   row("state", j["failed"].get<bool>() ? "FAILED: " + j["error"].get<std::string>() : "ok");
   row("image size", HumanBytes(j["image_size"].get<uint64_t>()));
   row("segments", n("nr_segments") + " x " + HumanBytes(j["segment_size"].get<uint64_t>()));
@@ -95,9 +119,12 @@ int CmdStatus(const std::vector<std::string>& args) {
   row("journal", jr);
   row("written by users", HumanBytes(j["user_bytes_written"].get<uint64_t>()));
   row("written to cache", HumanBytes(j["cache_bytes_written"].get<uint64_t>()));
-  if (j["prefilling"].get<bool>() || j["cache_prefill_bytes"].get<uint64_t>() > 0) {
+  const bool stopped = j.contains("prefill_stopped");
+  if (j["prefilling"].get<bool>() || j["cache_prefill_bytes"].get<uint64_t>() > 0 || stopped) {
     row("new cache prefill", HumanBytes(j["cache_prefill_bytes"].get<uint64_t>()) + " of zeros" +
-                                 (j["prefilling"].get<bool>() ? ", in progress" : ", done"));
+                                 (j["prefilling"].get<bool>() ? ", in progress"
+                                  : stopped ? ", stopped: " + j["prefill_stopped"].get<std::string>()
+                                            : ", done"));
   }
   row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()) + " (" +
                                 HumanBytes(j["backing_fill_bytes"].get<uint64_t>()) + " of it gaps filled)");
@@ -118,4 +145,5 @@ int CmdStatus(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+}  // namespace
 }  // namespace wbfs::cli

@@ -83,6 +83,24 @@ bool SameFile(const std::string& a, const std::string& b) {
          sa.st_ino == sb.st_ino;
 }
 
+std::string MountFsType(const std::string& abs_path) {
+  // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": the
+  // last mount on the path is the one seen there.
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, type;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string f[5];
+    for (auto& x : f) ls >> x;
+    if (Unescape(f[4]) != abs_path) continue;
+    size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream rest(line.substr(sep + 3));
+    rest >> type;
+  }
+  return type;
+}
+
 bool IsMountPoint(const std::string& abs_path) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
