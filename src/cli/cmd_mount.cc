@@ -21,6 +21,7 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/control.h"
 #include "ctl/ctl.h"
 #include "fuse/frontend.h"
 #include "util/clock.h"
@@ -96,105 +97,6 @@ void Report(int fd, int code, const std::string& msg) {
   ::close(fd);
 }
 
-std::string StatsJson(const EngineStats& s, const MountConfig& c) {
-  nlohmann::json j;
-  j["pid"] = ::getpid();
-  ctl::PutPath(&j, "mountpoint", c.mountpoint);
-  ctl::PutPath(&j, "backing", c.backing);
-  ctl::PutPath(&j, "cache", c.cache);
-  ctl::PutPath(&j, "log", LogTarget());
-  j["image_size"] = s.image_size;
-  j["segment_size"] = s.segment_size;
-  j["nr_segments"] = s.nr_segments;
-  j["nr_cache_blocks"] = s.nr_cache_blocks;
-  j["current_id"] = s.current_id;
-  j["last_flushed_id"] = s.last_flushed_id;
-  j["last_writeback_id"] = s.last_writeback_id;
-  j["nr_dirty_cache_blocks"] = s.nr_dirty_cache_blocks;
-  j["nr_partial_flushed"] = s.nr_partial_flushed;
-  j["nr_cached_blocks"] = s.nr_cached_blocks;
-  j["nr_cur_batched_writeback"] = s.nr_cur_batched_writeback;
-  j["nr_writeback_waits"] = s.nr_writeback_waits;
-  j["backing_utilization"] = s.backing_utilization;
-  j["utilization_source"] = s.utilization_source;
-  j["dropping_caches"] = s.dropping_caches;
-  j["writeback_failing"] = s.writeback_failing;
-  j["nr_staged_blocks"] = s.nr_staged_blocks;
-  j["nr_staging"] = s.nr_staging;
-  j["discarded_bytes"] = s.discarded_bytes;
-  j["pending_discards"] = s.pending_discards;
-  j["nr_writeback_units"] = s.nr_writeback_units;
-  ctl::PutPath(&j, "journal", s.journal ? s.journal_name : "none");
-  j["journal_bytes_written"] = s.journal_bytes_written;
-  j["journal_replayed"] = s.journal_replayed;
-  // What losing the cache now would cost.
-  j["dirty_bytes"] = s.nr_dirty_cache_blocks * 4096;
-  j["oldest_dirty_age_ms"] = s.oldest_unapplied_ms == 0 ? 0 : std::max<int64_t>(0, static_cast<int64_t>(WallClockMs() - s.oldest_unapplied_ms));
-  j["backing_flush_point"] = {{"chunk_seq", s.backing_point_seq}, {"time_ms", s.backing_point_ms}};
-  nlohmann::json stat;
-  for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];
-  j["stat"] = stat;
-  j["user_bytes_written"] = s.user_bytes_written;
-  j["cache_bytes_written"] = s.cache_bytes_written;
-  j["backing_bytes_written"] = s.backing_bytes_written;
-  j["backing_fill_bytes"] = s.backing_fill_bytes;
-  nlohmann::json tun;
-  for (const auto& d : kTunableDefs) tun[d.key] = s.tunables.*(d.field);
-  j["tunables"] = tun;
-  j["replayed_chunks"] = s.replayed_chunks;
-  j["dropped_chunks"] = s.dropped_chunks;
-  j["formatted"] = s.formatted;
-  j["prefilling"] = s.prefilling;
-  j["cache_prefill_bytes"] = s.cache_prefill_bytes;
-  if (!s.prefill_stopped.empty()) j["prefill_stopped"] = ctl::TextForJson(s.prefill_stopped);
-  j["failed"] = s.failed;
-  if (s.failed) j["error"] = ctl::TextForJson(s.error);
-  return j.dump();
-}
-
-// One control request (see src/ctl/ctl.h): "status", "pid",
-// "set KEY VALUE", "clear_stat", "drop_caches". Any bytes may arrive here:
-// what is echoed back is made valid UTF-8 first.
-std::string HandleRequest(Engine* e, const MountConfig& c, const std::string& req) {
-  using nlohmann::json;
-  std::vector<std::string> words;
-  std::istringstream in(req);
-  for (std::string w; in >> w;) words.push_back(w);
-  const std::string verb = words.empty() ? "" : words[0];
-  auto one = [&](const char* v) { return verb == v && words.size() == 1; };
-  if (one("status")) return StatsJson(e->Stats(), c);
-  if (one("pid")) return json{{"pid", ::getpid()}}.dump();
-  if (one("clear_stat")) {
-    e->ClearStats();
-    return json{{"ok", true}}.dump();
-  }
-  if (one("drop_caches")) {
-    e->StartDropCaches();
-    return json{{"ok", true}}.dump();
-  }
-  if (verb == "set") {
-    int64_t value = 0;
-    if (words.size() != 3 || !ctl::ParseInt64(words[2], &value)) {
-      return json{{"error", "set needs KEY VALUE (a decimal integer)"}}.dump();
-    }
-    Status st = e->SetTunable(words[1], value);
-    if (!st.ok()) return json{{"error", ctl::TextForJson(st.message())}}.dump();
-    Log(LOG_INFO, "tunable " + words[1] + " set to " + std::to_string(value));
-    return json{{"ok", true}}.dump();
-  }
-  return json{{"error", "unknown request '" + ctl::TextForJson(req.substr(0, 64)) + "'"}}.dump();
-}
-
-// HandleRequest that never throws: a failure is answered and logged.
-std::string HandleRequestSafely(Engine* e, const MountConfig& c, const std::string& req) {
-  try {
-    return HandleRequest(e, c, req);
-  } catch (const std::exception& ex) {
-    Log(LOG_ERR, "control request '" + ctl::TextForJson(req.substr(0, 64)) + "' failed: " + ex.what());
-    return nlohmann::json{{"error", "internal error: " + ctl::TextForJson(ex.what())}}.dump();
-  }
-}
-
 // Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
 // the waiting parent, or -1.
 int RunDaemon(const MountConfig& c, int ready_fd) {
@@ -254,9 +156,10 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
     return kExitFailure;
   }
   Engine* e = engine.value().get();
+  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }};
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
-    return HandleRequestSafely(e, c, req);
+    return HandleControlRequest(e, ctx, req);
   });
   if (!st.ok()) {
     Report(ready_fd, kExitFailure, st.message());

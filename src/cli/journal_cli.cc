@@ -67,16 +67,4 @@ Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
   return dev;
 }
 
-std::string FlushPointText(uint64_t seq, uint64_t ms) {
-  if (seq == 0) return "unknown";
-  std::string s = "chunk " + std::to_string(seq);
-  if (ms != 0) {
-    std::time_t t = static_cast<std::time_t>(ms / 1000);
-    char buf[64];
-    std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
-    s += std::string(", cut at ") + buf;
-  }
-  return s;
-}
-
 }  // namespace wbfs::cli
