@@ -23,7 +23,8 @@ int CmdUmount(const std::vector<std::string>& args) {
       "Unmounts a wbfs mount and waits until the daemon has sealed its RAM buffer,\n"
       "made the cache durable and recorded the superblock. Dirty data stays in\n"
       "the cache for the next mount. 'fusermount3 -u' and 'umount' are as safe,\n"
-      "but return before the daemon has finished.\n";
+      "but return before the daemon has finished. Exits 1 if the daemon could not\n"
+      "close the cache cleanly. A mount that is not fuse.wbfs is refused.\n";
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::cout << usage;
     return kExitOk;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
@@ -17,6 +18,11 @@
 #include "util/clock.h"
 
 namespace wbfs::cli {
+
+int Fail(int code, const std::string& message) {
+  std::cerr << "wbfs: " << message << "\n";
+  return code;
+}
 
 std::string HumanBytes(uint64_t b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

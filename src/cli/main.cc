@@ -14,11 +14,6 @@
 
 namespace wbfs::cli {
 
-int Fail(int code, const std::string& message) {
-  std::cerr << "wbfs: " << message << "\n";
-  return code;
-}
-
 std::string AbsolutePath(const std::string& path) {
   std::string p = path;
   if (p.empty() || p[0] != '/') {
