@@ -125,13 +125,16 @@ nob() { setpriv --reuid=65534 --regid=65534 --clear-groups env XDG_RUNTIME_DIR="
 expect_exit 1 "is unsafe" nob status "$T/mnt"
 chmod 755 "$T/xdg/wbfs"; chown 65534:65534 "$T/xdg/wbfs"
 expect_exit 1 "is unsafe" nob status "$T/mnt"
-mkdir "$T/fake" "$T/fake2"
+mkdir "$T/fake" "$T/fake2" "$T/fake3"
 FS=$($CTL path "$T/fake"); _files+=("$FS")
 FS2=$($CTL path "$T/fake2"); _files+=("$FS2")
-bg fake.out $CTL fake "$FS" '{"pid":"x","mountpoint":7}'
-wait_for "[ -S $FS ]"
+FS3=$($CTL path "$T/fake3"); _files+=("$FS3")
+# A status reply with a field of the wrong type (nlohmann's type_error.302).
+bg fake.out $CTL fake "$FS" '{"pid":1,"mountpoint":7}'
+bg fake3.out $CTL fake "$FS3" '{"pid":"x"}'
+wait_for "[ -S $FS ] && [ -S $FS3 ]"
 expect_exit 1 "malformed reply" "$WBFS" status "$T/fake"
-expect_exit 1 "malformed reply" "$WBFS" status "$T/fake" --json
+expect_exit 1 "malformed reply" "$WBFS" status "$T/fake3" --json
 $CTL fake "$FS2" '[1]' 65534 >"$T/fake2.out" 2>&1 & _bg+=($!)
 wait_for "grep -q listening $T/fake2.out"
 expect_exit 1 "served by uid 65534" "$WBFS" status "$T/fake2"
