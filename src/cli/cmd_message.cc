@@ -160,7 +160,9 @@ int CmdMessage(const std::vector<std::string>& args) {
   const std::string mp = MountpointPath(args[0]);
   ctl::Client client;
   Status st = client.Connect(mp);
-  if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");
+  if (!st.ok()) {
+    return Fail(kExitFailure, st.message() + (st.code() == Status::Code::kNotFound ? " (is it mounted with wbfs?)" : ""));
+  }
   auto j = Ask(client, req);
   if (!j.ok()) {
     return Fail(j.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure,

@@ -35,7 +35,9 @@ int CmdStatus(const std::vector<std::string>& args) {
   mp = MountpointPath(mp);
   ctl::Client client;
   Status st = client.Connect(mp);
-  if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");
+  if (!st.ok()) {
+    return Fail(kExitFailure, st.message() + (st.code() == Status::Code::kNotFound ? " (is it mounted with wbfs?)" : ""));
+  }
   auto reply = client.Call("status");
   if (!reply.ok()) return Fail(kExitFailure, reply.status().message());
   return PrintStatusReply(reply.value(), json, stdout);
