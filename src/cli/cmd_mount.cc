@@ -81,6 +81,12 @@ void OpenLog(const std::string& mountpoint) {
   }
 }
 
+// A mount refused before it logged anything leaves no empty log file.
+void CloseLog() {
+  struct stat st;
+  if (g_log_fd >= 0 && ::fstat(g_log_fd, &st) == 0 && st.st_size == 0) ::unlink(g_log_path.c_str());
+}
+
 std::string LogTarget() {
   if (g_foreground) return "stderr";
   return g_log_fd >= 0 ? g_log_path : "syslog";
@@ -99,7 +105,14 @@ void Report(int fd, int code, const std::string& msg) {
 
 // Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
 // the waiting parent, or -1.
+int RunDaemonInner(const MountConfig& c, int ready_fd);
 int RunDaemon(const MountConfig& c, int ready_fd) {
+  const int code = RunDaemonInner(c, ready_fd);
+  CloseLog();
+  return code;
+}
+
+int RunDaemonInner(const MountConfig& c, int ready_fd) {
   if (!g_foreground) OpenLog(c.mountpoint);
   // The daemon must not recurse into the I/O it serves when memory is
   // short (a loop device or VM above it), nor be the OOM killer's pick.
