@@ -133,6 +133,7 @@ struct EngineStats {
   bool formatted = false;         // the cache was formatted at open
   bool prefilling = false;        // zeros are being written ahead of the log
   uint64_t cache_prefill_bytes = 0;  // written so (not in cache_bytes_written)
+  std::string prefill_stopped;       // why the prefill ended early (ENOSPC...), or empty
   // Cached blocks found not to match their checksum (version 3 caches):
   // reads of them fail with EIO and writeback keeps them dirty.
   uint64_t nr_checksum_errors = 0;

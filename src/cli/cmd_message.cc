@@ -26,14 +26,29 @@ Result<nlohmann::json> Ask(ctl::Client& client, const std::string& req) {
   if (!reply.ok()) return reply.status();
   nlohmann::json j = nlohmann::json::parse(reply.value(), nullptr, false);
   if (j.is_discarded()) return Status::Corruption("the daemon sent a malformed reply");
-  if (j.contains("error")) return Status::InvalidArgument(j["error"].get<std::string>());
+  if (!j.is_object()) return Status::Corruption("the daemon sent a malformed reply");
+  if (j.contains("error")) {
+    return Status::InvalidArgument(j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump());
+  }
   return j;
 }
 
 // Waits until no dirty block or pending discard remains, showing progress: a bar on a
 // terminal, a plain line every 5 s otherwise. Ctrl-C stops the waiting,
 // not the writeback.
+int WaitForCleanUnsafe(ctl::Client& client);
+
+// Replies are untrusted input: a reply without the expected fields ends
+// the wait with a message.
 int WaitForClean(ctl::Client& client) {
+  try {
+    return WaitForCleanUnsafe(client);
+  } catch (const nlohmann::json::exception& e) {
+    return Fail(kExitFailure, std::string("the daemon sent a malformed reply to 'status': ") + e.what());
+  }
+}
+
+int WaitForCleanUnsafe(ctl::Client& client) {
   struct sigaction sa {};
   sa.sa_handler = OnInterrupt;
   sigaction(SIGINT, &sa, nullptr);
@@ -150,7 +165,9 @@ int CmdMessage(const std::vector<std::string>& args) {
   const std::string mp = MountpointPath(args[0]);
   ctl::Client client;
   Status st = client.Connect(mp);
-  if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");
+  if (!st.ok()) {
+    return Fail(kExitFailure, st.message() + (st.code() == Status::Code::kNotFound ? " (is it mounted with wbfs?)" : ""));
+  }
   auto j = Ask(client, req);
   if (!j.ok()) {
     return Fail(j.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure,

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -20,6 +21,7 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/control.h"
 #include "ctl/ctl.h"
 #include "fuse/frontend.h"
 #include "util/clock.h"
@@ -36,10 +38,58 @@ namespace wbfs::cli {
 namespace {
 
 bool g_foreground = false;
+// Where a background daemon logs: syslog when /dev/log exists (g_log_fd
+// < 0), else the file g_log_path next to the control socket (containers
+// often have no syslog).
+int g_log_fd = -1;
+std::string g_log_path;
 
 void Log(int prio, const std::string& msg) {
-  if (g_foreground) std::cerr << "wbfs: " << msg << "\n";
-  else ::syslog(prio, "%s", msg.c_str());
+  if (g_foreground) {
+    std::cerr << "wbfs: " << msg << "\n";
+  } else if (g_log_fd >= 0) {
+    char when[32];
+    time_t now = ::time(nullptr);
+    struct tm tm;
+    ::gmtime_r(&now, &tm);
+    ::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const std::string line = std::string(when) + " wbfs[" + std::to_string(::getpid()) + "] " +
+                             (prio <= LOG_ERR ? "error: " : prio == LOG_WARNING ? "warning: " : "") +
+                             msg + "\n";
+    (void)!::write(g_log_fd, line.data(), line.size());  // O_APPEND: one write, one line
+  } else {
+    ::syslog(prio, "%s", msg.c_str());
+  }
+}
+
+// Opens the log of a background daemon (see g_log_fd).
+void OpenLog(const std::string& mountpoint) {
+  struct stat st;
+  if (::stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode)) {
+    ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+    return;
+  }
+  if (!ctl::EnsureSocketDir().ok()) {  // the control server reports this
+    ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+    return;
+  }
+  g_log_path = ctl::LogPath(mountpoint);
+  g_log_fd = ::open(g_log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (g_log_fd < 0) {
+    g_log_path.clear();
+    ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+  }
+}
+
+// A mount refused before it logged anything leaves no empty log file.
+void CloseLog() {
+  struct stat st;
+  if (g_log_fd >= 0 && ::fstat(g_log_fd, &st) == 0 && st.st_size == 0) ::unlink(g_log_path.c_str());
+}
+
+std::string LogTarget() {
+  if (g_foreground) return "stderr";
+  return g_log_fd >= 0 ? g_log_path : "syslog";
 }
 
 // What the child tells the parent: "OK" or "<exit code> <message>".
@@ -53,95 +103,17 @@ void Report(int fd, int code, const std::string& msg) {
   ::close(fd);
 }
 
-std::string StatsJson(const EngineStats& s, const MountConfig& c) {
-  nlohmann::json j;
-  j["pid"] = ::getpid();
-  j["mountpoint"] = c.mountpoint;
-  j["backing"] = c.backing;
-  j["cache"] = c.cache;
-  j["image_size"] = s.image_size;
-  j["segment_size"] = s.segment_size;
-  j["nr_segments"] = s.nr_segments;
-  j["nr_cache_blocks"] = s.nr_cache_blocks;
-  j["current_id"] = s.current_id;
-  j["last_flushed_id"] = s.last_flushed_id;
-  j["last_writeback_id"] = s.last_writeback_id;
-  j["nr_dirty_cache_blocks"] = s.nr_dirty_cache_blocks;
-  j["nr_partial_flushed"] = s.nr_partial_flushed;
-  j["nr_cached_blocks"] = s.nr_cached_blocks;
-  j["nr_cur_batched_writeback"] = s.nr_cur_batched_writeback;
-  j["nr_writeback_waits"] = s.nr_writeback_waits;
-  j["backing_utilization"] = s.backing_utilization;
-  j["utilization_source"] = s.utilization_source;
-  j["dropping_caches"] = s.dropping_caches;
-  j["writeback_failing"] = s.writeback_failing;
-  j["writeback_error"] = s.writeback_error;
-  j["nr_staged_blocks"] = s.nr_staged_blocks;
-  j["nr_staging"] = s.nr_staging;
-  j["discarded_bytes"] = s.discarded_bytes;
-  j["pending_discards"] = s.pending_discards;
-  j["nr_writeback_units"] = s.nr_writeback_units;
-  j["journal"] = s.journal ? s.journal_name : "none";
-  j["journal_bytes_written"] = s.journal_bytes_written;
-  j["journal_replayed"] = s.journal_replayed;
-  // What losing the cache now would cost.
-  j["dirty_bytes"] = s.nr_dirty_cache_blocks * 4096;
-  j["oldest_dirty_age_ms"] = s.oldest_unapplied_ms == 0 ? 0 : std::max<int64_t>(0, static_cast<int64_t>(WallClockMs() - s.oldest_unapplied_ms));
-  j["backing_flush_point"] = {{"chunk_seq", s.backing_point_seq}, {"time_ms", s.backing_point_ms}};
-  nlohmann::json stat;
-  for (unsigned i = 0; i < 16; i++) stat[StatName(i)] = s.stat[i];
-  j["stat"] = stat;
-  j["user_bytes_written"] = s.user_bytes_written;
-  j["cache_bytes_written"] = s.cache_bytes_written;
-  j["backing_bytes_written"] = s.backing_bytes_written;
-  j["backing_fill_bytes"] = s.backing_fill_bytes;
-  nlohmann::json tun;
-  for (const auto& d : kTunableDefs) tun[d.key] = s.tunables.*(d.field);
-  j["tunables"] = tun;
-  j["replayed_chunks"] = s.replayed_chunks;
-  j["dropped_chunks"] = s.dropped_chunks;
-  j["nr_checksum_errors"] = s.nr_checksum_errors;
-  j["formatted"] = s.formatted;
-  j["prefilling"] = s.prefilling;
-  j["cache_prefill_bytes"] = s.cache_prefill_bytes;
-  j["failed"] = s.failed;
-  if (s.failed) j["error"] = s.error;
-  return j.dump();
-}
-
-// One control request (see src/ctl/ctl.h): "status", "pid",
-// "set KEY VALUE", "clear_stat", "drop_caches".
-std::string HandleRequest(Engine* e, const MountConfig& c, const std::string& req) {
-  using nlohmann::json;
-  std::istringstream in(req);
-  std::string verb;
-  in >> verb;
-  if (verb == "status") return StatsJson(e->Stats(), c);
-  if (verb == "pid") return json{{"pid", ::getpid()}}.dump();
-  if (verb == "clear_stat") {
-    e->ClearStats();
-    return json{{"ok", true}}.dump();
-  }
-  if (verb == "drop_caches") {
-    e->StartDropCaches();
-    return json{{"ok", true}}.dump();
-  }
-  if (verb == "set") {
-    std::string key;
-    int64_t value = 0;
-    if (!(in >> key >> value)) return json{{"error", "set needs KEY VALUE"}}.dump();
-    Status st = e->SetTunable(key, value);
-    if (!st.ok()) return json{{"error", st.message()}}.dump();
-    Log(LOG_INFO, "tunable " + key + " set to " + std::to_string(value));
-    return json{{"ok", true}}.dump();
-  }
-  return json{{"error", "unknown request '" + verb + "'"}}.dump();
-}
-
 // Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
 // the waiting parent, or -1.
+int RunDaemonInner(const MountConfig& c, int ready_fd);
 int RunDaemon(const MountConfig& c, int ready_fd) {
-  if (!g_foreground) ::openlog("wbfs", LOG_PID, LOG_DAEMON);
+  const int code = RunDaemonInner(c, ready_fd);
+  CloseLog();
+  return code;
+}
+
+int RunDaemonInner(const MountConfig& c, int ready_fd) {
+  if (!g_foreground) OpenLog(c.mountpoint);
   // The daemon must not recurse into the I/O it serves when memory is
   // short (a loop device or VM above it), nor be the OOM killer's pick.
   (void)::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
@@ -199,9 +171,10 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
     return kExitFailure;
   }
   Engine* e = engine.value().get();
+  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }};
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
-    return HandleRequest(e, c, req);
+    return HandleControlRequest(e, ctx, req);
   });
   if (!st.ok()) {
     Report(ready_fd, kExitFailure, st.message());
@@ -239,12 +212,20 @@ int RunDaemon(const MountConfig& c, int ready_fd) {
   st = frontend.Run();
   if (!st.ok()) Log(LOG_ERR, st.message());
   Status cs = engine.value()->Close();
+  // A waiting `wbfs umount` learns how the daemon ended.
   if (!cs.ok()) {
     Log(LOG_ERR, "closing the cache: " + cs.message());
+    server.Stop(nlohmann::json{{"exit", kExitFailure},
+                               {"error", ctl::TextForJson("closing the cache: " + cs.message())}}.dump());
     return kExitFailure;
   }
   Log(LOG_INFO, "unmounted " + c.mountpoint + "; cache closed cleanly");
-  return st.ok() ? kExitOk : kExitFailure;
+  if (!st.ok()) {
+    server.Stop(nlohmann::json{{"exit", kExitFailure}, {"error", ctl::TextForJson(st.message())}}.dump());
+    return kExitFailure;
+  }
+  server.Stop(nlohmann::json{{"exit", kExitOk}}.dump());
+  return kExitOk;
 }
 
 // Resolves an existing file's path, or explains what is wrong with it.

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "cli/commands.h"
+#include "ctl/ctl.h"
 #include "journal/journal.h"
 #include "log/check.h"
 #include "log/log_reader.h"
@@ -156,7 +157,7 @@ int CmdCheck(const std::vector<std::string>& args) {
   if (!st.ok()) return Fail(kExitFailure, "check: " + st.message());
   if (a.Has("--json")) {
     json j;
-    j["cache"] = a.pos[0];
+    ctl::PutPath(&j, "cache", a.pos[0]);
     j["consistent"] = r.consistent;
     j["blank"] = r.blank;
     j["nr_dirty_cache_blocks"] = r.nr_dirty_cache_blocks;
@@ -170,7 +171,7 @@ int CmdCheck(const std::vector<std::string>& args) {
       j["valid_records"] = r.valid_records;
       j["log"] = {{"first_seq", r.first_seq}, {"last_seq", r.last_seq},
                   {"first_segment", r.first_segment}, {"last_segment", r.last_segment},
-                  {"chunks", r.nr_chunks}, {"end", r.end_reason}};
+                  {"chunks", r.nr_chunks}, {"end", ctl::TextForJson(r.end_reason)}};
     }
     j["segments"] = json::array();
     for (const auto& s : r.segments) {
@@ -179,7 +180,7 @@ int CmdCheck(const std::vector<std::string>& args) {
     }
     j["problems"] = json::array();
     for (const auto& p : r.problems) {
-      j["problems"].push_back({{"offset", p.offset}, {"what", p.what}, {"corrupt", p.corrupt}});
+      j["problems"].push_back({{"offset", p.offset}, {"what", ctl::TextForJson(p.what)}, {"corrupt", p.corrupt}});
     }
     std::cout << j.dump() << "\n";
   } else {
@@ -237,11 +238,12 @@ int CmdDump(const std::vector<std::string>& args) {
   }
   uint64_t seg_id = 0;
   if (!sb_mode) {
-    char* end = nullptr;
-    seg_id = std::strtoull(seg_arg.c_str(), &end, 10);
-    if (seg_arg.empty() || *end != '\0' || seg_id == 0) {
-      return Fail(kExitUsage, "dump: --segment needs a segment id (1, 2, ...), not '" + seg_arg + "'");
+    // Ids count up from 1 and never come near 2^63.
+    int64_t id = 0;
+    if (!ctl::ParseInt64(seg_arg, &id) || id <= 0) {
+      return Fail(kExitUsage, "dump: --segment needs a segment id (1, 2, ... up to 2^63-1), not '" + seg_arg + "'");
     }
+    seg_id = static_cast<uint64_t>(id);
   }
   auto dev = OpenOffline("cache", a.pos[0], false);
   if (!dev.ok()) return OpenFail(dev.status());
@@ -570,8 +572,8 @@ int CmdRecover(const std::vector<std::string>& args) {
   const format::FlushPoint& p = r.state.point;
   if (json) {
     nlohmann::json o;
-    o["backing"] = backing_path;
-    o["journal"] = journal_path;
+    ctl::PutPath(&o, "backing", backing_path);
+    ctl::PutPath(&o, "journal", journal_path);
     o["replayed"] = r.replayed;
     o["replayed_entry"] = r.entry_seq;
     o["replayed_bytes"] = r.bytes;

@@ -6,13 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/control.h"
 #include "ctl/ctl.h"
 
 namespace wbfs::cli {
-namespace {
-
-}  // namespace
-
 int CmdStatus(const std::vector<std::string>& args) {
   const char* usage =
       "usage: wbfs status MOUNTPOINT [--json]\n"
@@ -38,86 +35,12 @@ int CmdStatus(const std::vector<std::string>& args) {
   mp = MountpointPath(mp);
   ctl::Client client;
   Status st = client.Connect(mp);
-  if (!st.ok()) return Fail(kExitFailure, st.message() + " (is it mounted with wbfs?)");
+  if (!st.ok()) {
+    return Fail(kExitFailure, st.message() + (st.code() == Status::Code::kNotFound ? " (is it mounted with wbfs?)" : ""));
+  }
   auto reply = client.Call("status");
   if (!reply.ok()) return Fail(kExitFailure, reply.status().message());
-  if (json) {
-    std::cout << reply.value() << "\n";
-    return kExitOk;
-  }
-  nlohmann::json j = nlohmann::json::parse(reply.value());
-  auto row = [](const std::string& k, const std::string& v) {
-    std::printf("%-24s %s\n", k.c_str(), v.c_str());
-  };
-  auto n = [&](const char* k) { return std::to_string(j[k].get<uint64_t>()); };
-  row("mountpoint", j["mountpoint"].get<std::string>());
-  row("daemon pid", std::to_string(j["pid"].get<int64_t>()));
-  row("backing", j["backing"].get<std::string>());
-  row("cache", j["cache"].get<std::string>());
-  row("state", j["failed"].get<bool>() ? "FAILED: " + j["error"].get<std::string>() : "ok");
-  row("image size", HumanBytes(j["image_size"].get<uint64_t>()));
-  row("segments", n("nr_segments") + " x " + HumanBytes(j["segment_size"].get<uint64_t>()));
-  const uint64_t cache_blocks = j["nr_cache_blocks"].get<uint64_t>();
-  auto pct = [&](const char* k) {
-    return std::to_string(cache_blocks ? j[k].get<uint64_t>() * 100 / cache_blocks : 0) + "%";
-  };
-  row("cache blocks", n("nr_cache_blocks") + " (" + HumanBytes(cache_blocks * 4096) + ")");
-  row("cached blocks", n("nr_cached_blocks") + " (" + pct("nr_cached_blocks") + " of the cache)");
-  row("dirty blocks", n("nr_dirty_cache_blocks") + " (" +
-                          HumanBytes(j["nr_dirty_cache_blocks"].get<uint64_t>() * 4096) + ", " +
-                          pct("nr_dirty_cache_blocks") + ")");
-  row("current id", n("current_id"));
-  row("last flushed id", n("last_flushed_id"));
-  row("last writeback id", n("last_writeback_id"));
-  row("partial flushes", n("nr_partial_flushed"));
-  const int64_t util = j["backing_utilization"].get<int64_t>();
-  row("backing utilization", (util < 0 ? std::string("not sampled yet") : std::to_string(util) + "%") +
-                                 " (" + j["utilization_source"].get<std::string>() + ")");
-  std::string wb = "batch " + n("nr_cur_batched_writeback");
-  if (j["dropping_caches"].get<bool>()) wb += ", drop_caches in progress";
-  if (j["writeback_failing"].get<bool>()) {
-    wb += ", FAILING (retrying): " + j.value("writeback_error", std::string("see the log"));
-  }
-  row("writeback", wb);
-  row("writes that waited", n("nr_writeback_waits") + " (log full)");
-  row("staged reads", n("nr_staged_blocks") + " blocks (" + n("nr_staging") + " pending)");
-  row("discarded", HumanBytes(j["discarded_bytes"].get<uint64_t>()) + " (" + n("pending_discards") +
-                      " discards not yet on the backing)");
-  // What is at risk if the cache device dies now.
-  const uint64_t age = j["oldest_dirty_age_ms"].get<uint64_t>();
-  row("if the cache dies now", "lost: " + HumanBytes(j["dirty_bytes"].get<uint64_t>()) + " dirty, " +
-                                   (age == 0 ? std::string("nothing unwritten")
-                                             : "changes of the last " + std::to_string(age / 1000) + "." +
-                                                   std::to_string(age % 1000 / 100) + " s"));
-  const auto& fp = j["backing_flush_point"];
-  row("backing flush point", FlushPointText(fp["chunk_seq"].get<uint64_t>(), fp["time_ms"].get<uint64_t>()));
-  std::string jr = j["journal"].get<std::string>();
-  if (jr == "none") jr += " (the backing alone may be a mix of two flush points)";
-  else jr += " (" + HumanBytes(j["journal_bytes_written"].get<uint64_t>()) + " written)";
-  row("journal", jr);
-  row("written by users", HumanBytes(j["user_bytes_written"].get<uint64_t>()));
-  row("written to cache", HumanBytes(j["cache_bytes_written"].get<uint64_t>()));
-  if (j["prefilling"].get<bool>() || j["cache_prefill_bytes"].get<uint64_t>() > 0) {
-    row("new cache prefill", HumanBytes(j["cache_prefill_bytes"].get<uint64_t>()) + " of zeros" +
-                                 (j["prefilling"].get<bool>() ? ", in progress" : ", done"));
-  }
-  row("written to backing", HumanBytes(j["backing_bytes_written"].get<uint64_t>()) + " (" +
-                                HumanBytes(j["backing_fill_bytes"].get<uint64_t>()) + " of it gaps filled)");
-  std::printf("\ncounters (per 4 KiB piece)       hit-buffer  hit-cache   miss\n");
-  for (const char* op : {"write", "read"}) {
-    for (const char* size : {"full", "partial"}) {
-      auto c = [&](const char* what) {
-        return j["stat"][std::string(op) + "_" + what + "_" + size].get<uint64_t>();
-      };
-      std::printf("  %-5s %-7s %21llu %10llu %10llu\n", op, size,
-                  static_cast<unsigned long long>(c("hit_buffer")),
-                  static_cast<unsigned long long>(c("hit_cache")),
-                  static_cast<unsigned long long>(c("miss_cache")));
-    }
-  }
-  std::printf("\ntunables\n");
-  for (auto& [k, v] : j["tunables"].items()) std::printf("  %-26s %lld\n", k.c_str(), static_cast<long long>(v.get<int64_t>()));
-  return kExitOk;
+  return PrintStatusReply(reply.value(), json, stdout);
 }
 
 }  // namespace wbfs::cli

@@ -23,7 +23,8 @@ int CmdUmount(const std::vector<std::string>& args) {
       "Unmounts a wbfs mount and waits until the daemon has sealed its RAM buffer,\n"
       "made the cache durable and recorded the superblock. Dirty data stays in\n"
       "the cache for the next mount. 'fusermount3 -u' and 'umount' are as safe,\n"
-      "but return before the daemon has finished.\n";
+      "but return before the daemon has finished. Exits 1 if the daemon could not\n"
+      "close the cache cleanly. A mount that is not fuse.wbfs is refused.\n";
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::cout << usage;
     return kExitOk;
@@ -43,6 +44,12 @@ int CmdUmount(const std::vector<std::string>& args) {
   }
   const std::string mp = MountpointPath(target);
   if (!IsMountPoint(mp)) return Fail(kExitFailure, mp + " is not mounted");
+  const std::string type = MountFsType(mp);
+  if (type != "fuse.wbfs") {
+    return Fail(kExitFailure, mp + " is a " + type + " mount, not a wbfs one; not unmounting it");
+  }
+  // The connection lets us wait for the daemon's end, and learn how it went;
+  // without it (no daemon, or one that does not answer) we still unmount.
   ctl::Client client;
   bool live = client.Connect(mp).ok();
   if (::geteuid() == 0) {
@@ -64,7 +71,14 @@ int CmdUmount(const std::vector<std::string>& args) {
       return Fail(kExitFailure, "fusermount3 -u " + mp + " failed (is the image still open?)");
     }
   }
-  if (live) client.WaitForExit();
+  if (!live) return kExitOk;
+  const std::string farewell = client.WaitForExit();
+  nlohmann::json j = nlohmann::json::parse(farewell, nullptr, false);
+  if (j.is_object() && j.contains("exit") && j["exit"].is_number_integer() && j["exit"].get<int64_t>() != 0) {
+    std::string why = j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>() : "";
+    return Fail(kExitFailure, mp + " is unmounted, but the daemon failed" + (why.empty() ? "" : ": " + why) +
+                                  " (see its log)");
+  }
   return kExitOk;
 }
 

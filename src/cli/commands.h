@@ -39,6 +39,9 @@ std::string AbsolutePath(const std::string& path);  // lexical, no symlinks
 // cannot be stat'ed (ENOTCONN), so that one is resolved lexically.
 std::string MountpointPath(const std::string& arg);
 bool IsMountPoint(const std::string& abs_path);
+// The file system type of the mount seen at abs_path ("fuse.wbfs" for
+// ours), empty if none.
+std::string MountFsType(const std::string& abs_path);
 // Do both paths exist and name the same file?
 bool SameFile(const std::string& a, const std::string& b);
 

@@ -1,10 +1,16 @@
 #include "cli/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "ctl/ctl.h"
 
 namespace wbfs::cli {
 namespace {
@@ -32,14 +38,42 @@ bool IsStringKey(const std::string& k) {
 }  // namespace
 
 Status LoadConfigFile(const std::string& path, MountConfig* c) {
-  std::ifstream in(path);
-  if (!in) return Status::InvalidArgument("config file " + path + ": cannot be read");
+  // Read it whole first: a directory or an unreadable file is one sentence.
+  std::string text;
+  {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::InvalidArgument("config file " + path + ": cannot be read: " + std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return Status::InvalidArgument("config file " + path + ": not a regular file");
+    }
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        ::close(fd);
+        return Status::InvalidArgument("config file " + path + ": cannot be read: " + std::strerror(err));
+      }
+      if (n == 0) break;
+      text.append(buf, static_cast<size_t>(n));
+      if (text.size() > (1 << 20)) {
+        ::close(fd);
+        return Status::InvalidArgument("config file " + path + ": larger than 1 MiB");
+      }
+    }
+    ::close(fd);
+  }
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::parse_error& e) {
     return Status::InvalidArgument("config file " + path + ": malformed JSON at byte " +
                                    std::to_string(e.byte));
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument("config file " + path + ": cannot be parsed: " + e.what());
   }
   const std::string where = "config file " + path;
   if (!j.is_object()) return Status::InvalidArgument(where + ": must hold one JSON object");
@@ -49,6 +83,9 @@ Status LoadConfigFile(const std::string& path, MountConfig* c) {
     if (key.rfind("//", 0) == 0) continue;
     if (IsStringKey(key)) {
       if (!v.is_string()) return BadKey(where, key, "must be a string");
+      if (v.get<std::string>().find('\0') != std::string::npos) {
+        return BadKey(where, key, "must not contain a NUL character (\\u0000)");
+      }
       WBFS_RETURN_IF_ERROR(SetString(key, v.get<std::string>(), c));
     } else if (key == "allow_other") {
       if (!v.is_boolean()) return BadKey(where, key, "must be true or false");
@@ -80,10 +117,9 @@ Status ApplyOption(const std::string& item, MountConfig* c) {
     return Status::OK();
   }
   if (FindTunable(key) != nullptr) {
-    errno = 0;
-    char* end = nullptr;
-    long long n = std::strtoll(val.c_str(), &end, 10);
-    if (val.empty() || *end != '\0' || errno != 0) return BadKey("-o", key, "must be an integer");
+    // Digits only (an optional '-'): no spaces, no '+', no trailing text.
+    int64_t n = 0;
+    if (!ctl::ParseInt64(val, &n)) return BadKey("-o", key, "must be a decimal integer (no spaces)");
     Status st = SetTunable(&c->tunables, key, n);
     if (!st.ok()) return Status::InvalidArgument("-o " + st.message());
     return Status::OK();

@@ -68,11 +68,4 @@ Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
   return dev;
 }
 
-std::string FlushPointText(uint64_t seq, uint64_t ms) {
-  if (seq == 0) return "unknown";
-  std::string s = "chunk " + std::to_string(seq);
-  if (ms != 0) s += ", cut at " + FormatWallClockMs(ms);
-  return s;
-}
-
 }  // namespace wbfs::cli

@@ -14,24 +14,6 @@
 
 namespace wbfs::cli {
 
-int Fail(int code, const std::string& message) {
-  std::cerr << "wbfs: " << message << "\n";
-  return code;
-}
-
-std::string HumanBytes(uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-
 std::string AbsolutePath(const std::string& path) {
   std::string p = path;
   if (p.empty() || p[0] != '/') {
@@ -81,6 +63,24 @@ bool SameFile(const std::string& a, const std::string& b) {
   struct stat sa, sb;
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
          sa.st_ino == sb.st_ino;
+}
+
+std::string MountFsType(const std::string& abs_path) {
+  // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": the
+  // last mount on the path is the one seen there.
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, type;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string f[5];
+    for (auto& x : f) ls >> x;
+    if (Unescape(f[4]) != abs_path) continue;
+    size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream rest(line.substr(sep + 3));
+    rest >> type;
+  }
+  return type;
 }
 
 bool IsMountPoint(const std::string& abs_path) {

@@ -593,6 +593,7 @@ void EngineImpl::PrefillMain() {
     cv_.notify_all();
     if (!st.ok()) {
       Log("prefilling the cache stopped: " + st.message());
+      st_.prefill_stopped = st.message();
       break;
     }
     st_.cache_prefill_bytes += zeros.size();

@@ -40,6 +40,8 @@ cleanup() {
     "$WBFS" umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
   fi
   pkill -9 -f -- "wbfs mount .*$T" 2>/dev/null
+  # Our daemons' log files (kept after unmount when there is no /dev/log).
+  grep -l -- "$T/" /run/wbfs/*.log 2>/dev/null | xargs -r rm -f
   rm -rf "$T"
   exit $rc
 }
