@@ -37,15 +37,7 @@ class Device {
   };
   virtual Extent ExtentAt(uint64_t /*off*/) const { return {false, Size()}; }
   // Whether [off, off + len) contains a hole (one ExtentAt per extent met).
-  bool HasHole(uint64_t off, uint64_t len) const {
-    for (uint64_t end = off + len; off < end;) {
-      const Extent e = ExtentAt(off);
-      if (e.hole) return true;
-      if (e.end <= off) return false;
-      off = e.end;
-    }
-    return false;
-  }
+  bool HasHole(uint64_t off, uint64_t len) const;
   // For messages: the path, or a test's name.
   virtual std::string Name() const = 0;
   // Milliseconds the underlying disk has been busy, cumulative: its
@@ -70,6 +62,33 @@ struct DeviceOptions {
 };
 
 Result<std::unique_ptr<Device>> OpenPosixDevice(const std::string& path, const DeviceOptions& o);
+
+// Asks a device about holes over ranges that ascend, remembering the last
+// extent it was told about: one ExtentAt per extent met, not per range.
+class HoleCursor {
+ public:
+  explicit HoleCursor(const Device& dev) : dev_(dev) {}
+  // Does [a, b) meet a hole?
+  bool Meets(uint64_t a, uint64_t b) {
+    while (a < b) {
+      if (a < from_ || a >= ext_.end) {
+        ext_ = dev_.ExtentAt(a);
+        from_ = a;
+        if (ext_.end <= a) return false;
+      }
+      if (ext_.hole) return true;
+      a = ext_.end;
+    }
+    return false;
+  }
+
+ private:
+  const Device& dev_;
+  Device::Extent ext_;
+  uint64_t from_ = 0;
+};
+
+inline bool Device::HasHole(uint64_t off, uint64_t len) const { return HoleCursor(*this).Meets(off, off + len); }
 
 }  // namespace wbfs
 

@@ -41,22 +41,8 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
   // Nor one of the backing's holes (a sparse file): the gap's zeros would
   // be written as data and allocate it (a 100G sparse backing filled by gap
   // writes, ENOSPC on a nearly full file system). The runs ascend, so the
-  // last extent asked about answers most questions: one ExtentAt per
-  // extent met, not per run.
-  Device::Extent ext;
-  uint64_t ext_from = 0;
-  auto sparse = [&](uint64_t a, uint64_t b) {  // does [a, b) meet a hole of the backing?
-    while (a < b) {
-      if (a < ext_from || a >= ext.end) {
-        ext = backing.ExtentAt(a);
-        ext_from = a;
-        if (ext.end <= a) return false;
-      }
-      if (ext.hole) return true;
-      a = ext.end;
-    }
-    return false;
-  };
+  // last extent asked about answers most questions (HoleCursor).
+  HoleCursor holes_of_backing(backing);
   AlignedBuffer window;
   const size_t n = u.runs.size();
   uint64_t at = 0;  // of runs[i] in u.data
@@ -68,7 +54,7 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
     for (; fill.max_gap > 0 && j < n; j++) {
       const format::ByteRange& r = u.runs[j];
       if (r.offset - end > fill.max_gap || r.offset + r.length - start > fill.max_window ||
-          punched(end, r.offset) || sparse(end, r.offset)) {
+          punched(end, r.offset) || holes_of_backing.Meets(end, r.offset)) {
         break;
       }
       end = r.offset + r.length;
