@@ -83,13 +83,6 @@ constexpr uint64_t kReadSpanMax = 4 << 20;
 // The longest wait between background retries of a failing writeback.
 constexpr uint64_t kMaxRetryMs = 8000;
 
-// Milliseconds on a monotonic clock (retry times).
-uint64_t MonoMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
-}
-
 uint64_t RandomU64() {
   uint64_t v = 0;
   while (getrandom(&v, sizeof(v), 0) != sizeof(v)) {
@@ -423,7 +416,7 @@ class EngineImpl final : public Engine {
   // kMaxRetryMs): a backing out of space is not hammered with a unit per
   // second, and a new drop_caches retries at once.
   uint64_t wb_retry_ms_ = 0;
-  uint64_t wb_retry_at_ms_ = 0;  // MonoMs(); 0: now
+  uint64_t wb_retry_at_ms_ = 0;  // MonotonicMs(); 0: now
   std::atomic<bool> read_failing_{false};
 
   uint64_t last_seg_id_ = 0;
@@ -450,10 +443,10 @@ class EngineImpl final : public Engine {
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
   Tunables tun_;               // the tunables in force (online ones change)
   bool force_drop_ = false;    // drop_caches in progress
-  bool detach_ = false;
+  bool detach_ = false;        // CloseClean: the record skips the whole log
   // Background writeback: set below a quarter of the log free, cleared at
   // half free (BackgroundMain's water marks).
-  bool low_room_ = false;        // CloseClean: the record skips the whole log
+  bool low_room_ = false;
   std::map<uint64_t, uint64_t> zeros_;  // union of pending discards: start -> end block
   uint64_t nr_pending_discards_ = 0;
   uint64_t open_chunk_ms_ = 0;  // first dirty write into the open chunk; 0: none
@@ -1727,8 +1720,7 @@ Status EngineImpl::RestartLogAfterLoss(const log::SyncedLoss& loss) {
   st_.dropped_chunks += loss.lost_chunks;
   WBFS_RETURN_IF_ERROR(WriteRecordLocked(lk, true));
   Log("accept_loss: " + log::DescribeSyncedLoss(loss) + "; the image was rolled back to flush point " +
-      "chunk seq " + std::to_string(loss.end_seq - 1) +
-      (loss.survivor_ms ? " (cut " + FormatWallClockMs(loss.survivor_ms) + ")" : std::string()) + ", " +
+      log::RollbackPointText(loss) + ", " +
       std::to_string(survivors) + " dirty blocks that survived were written back, and the log " +
       "restarts at chunk seq " + std::to_string(next_seq_));
   return Status::OK();
@@ -1941,19 +1933,19 @@ void EngineImpl::BackgroundMain() {
       too_old = oldest != 0 && WallClockMs() >= oldest + static_cast<uint64_t>(tun_.max_dirty_age) * 1000;
       want = want || too_old;
     }
-    if (want && !wb_running_ && MonoMs() >= wb_retry_at_ms_) {
+    if (want && !wb_running_ && MonotonicMs() >= wb_retry_at_ms_) {
       Status st = force_drop_ || too_old || drain ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
                                          : WritebackLocked(lk, sealed, false, batch);
       if (!st.ok()) {
         // Retry later, backing off: the backing may be full until someone
         // frees space. (A success resets it, in WritebackLocked.)
         wb_retry_ms_ = std::min<uint64_t>(kMaxRetryMs, wb_retry_ms_ == 0 ? 1000 : wb_retry_ms_ * 2);
-        wb_retry_at_ms_ = MonoMs() + wb_retry_ms_;
+        wb_retry_at_ms_ = MonotonicMs() + wb_retry_ms_;
       }
       continue;
     }
     if (want && !wb_running_) {  // backing off: wait for the retry (or a new drop_caches)
-      const uint64_t left = wb_retry_at_ms_ - std::min(MonoMs(), wb_retry_at_ms_);
+      const uint64_t left = wb_retry_at_ms_ - std::min(MonotonicMs(), wb_retry_at_ms_);
       cv_.wait_for(lk, std::chrono::milliseconds(std::min<uint64_t>(200, left)), stop);
       continue;
     }
@@ -2074,8 +2066,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
           "the cache " + cache->Name() + " is damaged: " + log::DescribeSyncedLoss(loss) +
           ". Nothing was changed. 'wbfs check " + cache->Name() + "' reports the damage; " +
           "--accept-loss mounts or writes back what survives, rolling the image back to flush "
-          "point chunk seq " + std::to_string(loss.end_seq - 1) +
-          (loss.survivor_ms ? " (cut " + FormatWallClockMs(loss.survivor_ms) + ")" : std::string()));
+          "point " + log::RollbackPointText(loss));
     }
   }
   // Everything checked (nothing written yet): the journal comes first, so

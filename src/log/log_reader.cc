@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "util/aligned_buffer.h"
+#include "util/clock.h"
 #include "util/crc32c.h"
 
 namespace wbfs::log {
@@ -278,6 +279,11 @@ std::string DescribeSyncedLoss(const SyncedLoss& loss) {
          ") records it as synced: fsynced data was lost from the cache (" +
          std::to_string(loss.lost_chunks) + " later chunks holding " +
          std::to_string(loss.lost_blocks) + " blocks cannot be replayed)";
+}
+
+std::string RollbackPointText(const SyncedLoss& loss) {
+  return "chunk seq " + std::to_string(loss.end_seq - 1) +
+         (loss.survivor_ms ? " (cut " + FormatWallClockMs(loss.survivor_ms) + ")" : std::string());
 }
 
 }  // namespace wbfs::log

@@ -110,6 +110,9 @@ Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan,
 
 // One sentence for a SyncedLoss that was found: what is lost, where.
 std::string DescribeSyncedLoss(const SyncedLoss& loss);
+// The flush point accepting it rolls the image back to: "chunk seq N (cut
+// 2026-12-02 12:31:14)".
+std::string RollbackPointText(const SyncedLoss& loss);
 
 }  // namespace wbfs::log
 

@@ -16,6 +16,13 @@ inline uint64_t WallClockMs() {
                                    .count());
 }
 
+// Milliseconds on a monotonic clock (intervals, retry times).
+inline uint64_t MonotonicMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
 // "2026-12-02 12:31:14", local time, of a WallClockMs value.
 inline std::string FormatWallClockMs(uint64_t ms) {
   const std::time_t t = static_cast<std::time_t>(ms / 1000);

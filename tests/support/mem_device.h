@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -27,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "util/clock.h"
 #include "wbfs/device.h"
 
 namespace wbfs::test {
@@ -288,10 +288,7 @@ class MemDevice final : public Device {
   }
   uint64_t Size() const override { return d_->data.size(); }
   uint64_t BusyMillis() const override {
-    if (!d_->always_busy) return 0;
-    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     std::chrono::steady_clock::now().time_since_epoch())
-                                     .count());
+    return d_->always_busy ? MonotonicMs() : 0;
   }
   std::string Name() const override { return d_->name; }
 
