@@ -6,14 +6,20 @@
 # allocated nearly all of it).
 source "$(dirname "$0")/lib.sh"
 
+# 3000 scattered 4 KiB writes on a new 64 MiB cache, all written back;
+# sets fill (the gap bytes writeback rewrote) and checks the backing.
+scattered_writeback() {
+  truncate -s 64M "$T/cache.img"
+  wbfs_mount -o writeback_threshold=0
+  "$WBFS_TESTIO" random "$MNT/image" 13 3000 4096 4096 1 "$T/model" >/dev/null
+  "$WBFS" message "$MNT" drop_caches >/dev/null
+  fill=$("$WBFS" status "$MNT" --json | jq .backing_fill_bytes)
+  wbfs_umount
+  cmp "$T/backing.img" "$T/model" || fail "the $1 backing differs from the image"
+}
+
 truncate -s 256M "$T/backing.img"
-truncate -s 64M "$T/cache.img"
-wbfs_mount -o writeback_threshold=0
-"$WBFS_TESTIO" random "$MNT/image" 13 3000 4096 4096 1 "$T/model" >/dev/null
-"$WBFS" message "$MNT" drop_caches >/dev/null
-fill=$("$WBFS" status "$MNT" --json | jq .backing_fill_bytes)
-wbfs_umount
-cmp "$T/backing.img" "$T/model" || fail "the backing differs from the image"
+scattered_writeback sparse
 # 3000 writes of 4 KiB: at most ~11.7 MiB of data; allow 2 MiB of slack
 # (file system metadata, blocks larger than 4 KiB).
 kib=$(du -k "$T/backing.img" | cut -f1)
@@ -24,14 +30,8 @@ echo "backing allocated: $kib KiB; gaps filled: $fill bytes"
 # ext4, but writing them allocates nothing) keeps its gap filling: the
 # scattered writes are still joined into windows.
 rm -f "$T/backing.img" "$T/backing.img.wbfs-journal" "$T/cache.img" "$T/model"
-truncate -s 64M "$T/cache.img"
 if fallocate -l 256M "$T/backing.img" 2>/dev/null; then
-  wbfs_mount -o writeback_threshold=0
-  "$WBFS_TESTIO" random "$MNT/image" 13 3000 4096 4096 1 "$T/model" >/dev/null
-  "$WBFS" message "$MNT" drop_caches >/dev/null
-  fill=$("$WBFS" status "$MNT" --json | jq .backing_fill_bytes)
-  wbfs_umount
-  cmp "$T/backing.img" "$T/model" || fail "the fallocated backing differs from the image"
+  scattered_writeback fallocated
   echo "fallocated backing: gaps filled: $fill bytes"
   [ "$fill" -gt 0 ] || fail "no gap was filled on a fallocated backing"
 fi
