@@ -92,6 +92,11 @@ struct EngineStats {
   uint64_t last_flushed_id = 0;   // segment of the newest chunk on the cache
   uint64_t last_writeback_id = 0; // newest segment fully written back
   uint64_t nr_dirty_cache_blocks = 0;
+  // The same counts in bytes (what the CLI shows; it never multiplies by
+  // the block size itself).
+  uint64_t cache_data_bytes = 0;   // nr_cache_blocks
+  uint64_t dirty_bytes = 0;        // nr_dirty_cache_blocks
+  uint64_t cached_bytes = 0;       // nr_cached_blocks
   uint64_t nr_partial_flushed = 0;  // chunks cut early by a flush
   uint64_t nr_writeback_waits = 0;  // writes that waited for writeback (log full)
   uint64_t nr_staged_blocks = 0;    // read misses staged into the cache

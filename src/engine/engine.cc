@@ -1827,6 +1827,9 @@ EngineStats EngineImpl::Stats() const {
   s.nr_dirty_cache_blocks = nr_dirty_;
   s.tunables = tun_;
   s.nr_cached_blocks = index_.size();
+  s.cache_data_bytes = s.nr_cache_blocks * format::kBlockSize;
+  s.dirty_bytes = s.nr_dirty_cache_blocks * format::kBlockSize;
+  s.cached_bytes = s.nr_cached_blocks * format::kBlockSize;
   s.nr_cur_batched_writeback = cur_batch_;
   s.backing_utilization = util_;
   s.utilization_source = backing_->BusySource();
