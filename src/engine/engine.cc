@@ -33,6 +33,11 @@
 // it: readers and writeback pin the segments they read (pins), drop the
 // lock for the I/O and take it again; slot reuse waits for pins to drain.
 // sync_mu_ serializes cache syncs and is taken before mu_, never after.
+// The rules are annotations the compiler checks (util/mutex.h): fields are
+// GUARDED_BY(mu_), the ...Locked methods REQUIRE it (and drop it only
+// around I/O: mu_.unlock() ... mu_.lock(), or a wait), the public methods
+// and thread mains EXCLUDE it. What the analysis cannot see is the pin
+// protocol: a pinned segment's buffer is read without the lock.
 #include <sys/random.h>
 
 #include <algorithm>
@@ -54,6 +59,7 @@
 #include "util/aligned_buffer.h"
 #include "util/clock.h"
 #include "util/crc32c.h"
+#include "util/mutex.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
 
@@ -122,7 +128,7 @@ struct PendingDiscard {
 // both ends.
 class Claim {
  public:
-  Claim(bool* flag, std::condition_variable* cv) : flag_(flag), cv_(cv) { *flag_ = true; }
+  Claim(bool* flag, CondVar* cv) : flag_(flag), cv_(cv) { *flag_ = true; }
   ~Claim() {
     *flag_ = false;
     cv_->notify_all();
@@ -132,7 +138,7 @@ class Claim {
 
  private:
   bool* flag_;
-  std::condition_variable* cv_;
+  CondVar* cv_;
 };
 
 // Per ring slot.
@@ -206,16 +212,16 @@ class EngineImpl final : public Engine {
 
   // Replays (or starts) the log that `scan` read (nullptr: a freshly
   // formatted cache); called once before the engine is shared.
-  Status Start(const log::CacheMeta& meta, const log::LogScan* scan, bool journal_replayed);
+  Status Start(const log::CacheMeta& meta, const log::LogScan* scan, bool journal_replayed) EXCLUDES(mu_);
   // After Start, when the caller accepted a synced loss: writes back every
   // block that survived, seals the last segment and restarts the log above
   // every chunk seq the cache holds (a clean record), so that the chunks
   // left behind the damage are never replayed or taken as a witness again.
-  Status RestartLogAfterLoss(const log::SyncedLoss& loss);
+  Status RestartLogAfterLoss(const log::SyncedLoss& loss) EXCLUDES(mu_);
   // The backing is about to be written outside writeback units.
-  Status ForgetBackingPoint() {
+  Status ForgetBackingPoint() EXCLUDES(mu_) {
     Lock lk(mu_);
-    cv_.wait(lk, [&] { return !wb_running_; });
+    cv_.wait(lk, [&]() REQUIRES(mu_) { return !wb_running_; });
     backing_point_ = format::FlushPoint{};
     if (!journal_) return Status::OK();
     Claim claim(&wb_running_, &cv_);  // the journal is writeback's: keep writeback out meanwhile
@@ -226,12 +232,12 @@ class EngineImpl final : public Engine {
   }
 
   uint64_t Size() const override { return sb_.backing_size; }
-  Status Read(uint64_t off, void* buf, size_t len) override;
-  Status Write(uint64_t off, const void* buf, size_t len) override;
-  Status Flush() override;
-  Status WritebackAll() override;
-  Status Close() override;
-  Status CloseClean() override {
+  Status Read(uint64_t off, void* buf, size_t len) override EXCLUDES(mu_);
+  Status Write(uint64_t off, const void* buf, size_t len) override EXCLUDES(mu_);
+  Status Flush() override EXCLUDES(mu_);
+  Status WritebackAll() override EXCLUDES(mu_);
+  Status Close() override EXCLUDES(mu_);
+  Status CloseClean() override EXCLUDES(mu_) {
     {
       Lock lk(mu_);
       if (closed_) return Status::Failed("the engine is closed");
@@ -244,38 +250,38 @@ class EngineImpl final : public Engine {
     }
     return Close();
   }
-  EngineStats Stats() const override;
+  EngineStats Stats() const override EXCLUDES(mu_);
 
  private:
-  using Lock = std::unique_lock<std::mutex>;
+  using Lock = MutexLock;
 
-  Segment& SegOf(uint32_t slot) { return segs_[slot / kBlocksPerSegment]; }
+  Segment& SegOf(uint32_t slot) REQUIRES(mu_) { return segs_[slot / kBlocksPerSegment]; }
   uint32_t RingSlot(uint64_t segment_id) const {
     return static_cast<uint32_t>((segment_id - 1) % nr_segments_);
   }
   // RAM copy of cache slot `slot`, or nullptr when only on the cache device.
-  uint8_t* RamBlock(uint32_t slot) {
+  uint8_t* RamBlock(uint32_t slot) REQUIRES(mu_) {
     Segment& s = SegOf(slot);
     uint32_t pos = slot % kBlocksPerSegment;
     if (s.buf == nullptr || pos < s.buf_start) return nullptr;
     return s.buf + size_t{pos - s.buf_start} * kBlockSize;
   }
-  uint64_t CacheOffset(uint32_t slot) {
+  uint64_t CacheOffset(uint32_t slot) REQUIRES(mu_) {
     return format::SegmentBlockOffset(sb_, SegOf(slot).id, slot % kBlocksPerSegment);
   }
   // The stat counters' "buffer": the segment being filled in RAM.
-  bool InCurrentSegment(uint32_t slot) const {
+  bool InCurrentSegment(uint32_t slot) const REQUIRES(mu_) {
     return cur_ >= 0 && slot / kBlocksPerSegment == static_cast<uint32_t>(cur_);
   }
-  bool InOpenChunk(uint32_t slot) const {
+  bool InOpenChunk(uint32_t slot) const REQUIRES(mu_) {
     if (cur_ < 0 || slot / kBlocksPerSegment != static_cast<uint32_t>(cur_)) return false;
     uint32_t pos = slot % kBlocksPerSegment;
     return pos > chunk_start_ && pos <= chunk_start_ + chunk_n_;
   }
-  Status FailedStatus() const { return Status::IOError("the cache failed earlier: " + error_, EIO); }
+  Status FailedStatus() const REQUIRES(mu_) { return Status::IOError("the cache failed earlier: " + error_, EIO); }
   // A cached block (at `cache_off`, image block `block`) does not match its
   // checksum: counted and logged once per block; the EIO to return.
-  Status BadBlockLocked(uint64_t cache_off, uint64_t block) {
+  Status BadBlockLocked(uint64_t cache_off, uint64_t block) REQUIRES(mu_) {
     const std::string what = "the cached copy of image offset " + std::to_string(block * kBlockSize) +
                              " (cache offset " + std::to_string(cache_off) +
                              ") does not match its checksum";
@@ -286,91 +292,91 @@ class EngineImpl final : public Engine {
     return Status::IOError(what, EIO);
   }
 
-  Status WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint32_t hi, const uint8_t* src,
-                          PreRead* pre, bool* retry);
+  Status WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi, const uint8_t* src,
+                          PreRead* pre, bool* retry) REQUIRES(mu_);
   // Puts a new version of `block` in the next slot of the open chunk.
-  void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty);
-  void InvalidateLocked(uint32_t slot);
+  void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) REQUIRES(mu_);
+  void InvalidateLocked(uint32_t slot) REQUIRES(mu_);
   // The valid slots caching blocks [start, start + count).
-  std::vector<uint32_t> SlotsInRangeLocked(uint64_t start, uint64_t count) const;
+  std::vector<uint32_t> SlotsInRangeLocked(uint64_t start, uint64_t count) const REQUIRES(mu_);
   // Drops every cached copy of blocks [start, start + count), dirty or not.
-  void InvalidateRangeLocked(uint64_t start, uint64_t count);
+  void InvalidateRangeLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
   // Appends a chunk of extents (no data) after cutting the open chunk, and
   // returns once it is durable. A discard stays pending (reads as zeros)
   // until the writeback unit covering it punches the backing.
-  Status AppendExtentsLocked(Lock& lk, const format::Extent& x);
-  void AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos);
+  Status AppendExtentsLocked(const format::Extent& x) REQUIRES(mu_);
+  void AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) REQUIRES(mu_);
   // Does a pending discard cover `block` (its uncached sectors read as zeros)?
-  bool ZeroedLocked(uint64_t block) const {
+  bool ZeroedLocked(uint64_t block) const REQUIRES(mu_) {
     if (zeros_.empty()) return false;
     auto it = zeros_.upper_bound(block);
     if (it == zeros_.begin()) return false;
     --it;
     return block < it->second;
   }
-  void AddZerosLocked(uint64_t start, uint64_t end);
+  void AddZerosLocked(uint64_t start, uint64_t end) REQUIRES(mu_);
   // Rebuilds zeros_ over [start, start + count) from the pending discards.
-  void RecomputeZerosLocked(uint64_t start, uint64_t count);
-  bool AllAppliedLocked() const { return nr_dirty_ == 0 && nr_pending_discards_ == 0; }
+  void RecomputeZerosLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
+  bool AllAppliedLocked() const REQUIRES(mu_) { return nr_dirty_ == 0 && nr_pending_discards_ == 0; }
   // Wall-clock ms of the oldest change not on the backing (cut or still in
   // the open chunk); 0: none.
-  uint64_t OldestUnappliedMsLocked() const;
+  uint64_t OldestUnappliedMsLocked() const REQUIRES(mu_);
   // Write-around: data goes to the backing; cached copies are dropped
   // (durably, first).
-  Status WriteAround(uint64_t off, const uint8_t* src, size_t len);
+  Status WriteAround(uint64_t off, const uint8_t* src, size_t len) EXCLUDES(mu_);
   // Moves filled read-cache cells into the log as clean blocks.
-  void InjectStagedLocked(Lock& lk, ReadStager::Clock::duration min_age);
-  Status Discard(uint64_t off, uint64_t len) override;
+  void InjectStagedLocked(ReadStager::Clock::duration min_age) REQUIRES(mu_);
+  Status Discard(uint64_t off, uint64_t len) override EXCLUDES(mu_);
   bool write_around() const { return opts_.tunables.write_around_mode != 0; }
-  Status EnsureRoomLocked(Lock& lk);
+  Status EnsureRoomLocked() REQUIRES(mu_);
   // `seal`: the chunk is the segment's last (see SealCurrentLocked).
-  void CutChunkLocked(bool seal = false);
+  void CutChunkLocked(bool seal = false) REQUIRES(mu_);
   // Ends the segment being filled: its open chunk, or an empty marker chunk
   // when nothing is open, is cut with kChunkSeal, and the next write starts
   // a new segment. Writeback that takes the current segment seals it, so
   // that the segment counts as written back (last_writeback_id reaches
   // last_flushed_id, and the record's tail can move past it): otherwise
   // the log would still hold its dirty flags after drop_caches.
-  void SealCurrentLocked();
+  void SealCurrentLocked() REQUIRES(mu_);
   // `changes`: the chunk holds dirty blocks or a discard (for dirty age).
-  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes, bool seal = false);
-  Status AcquireSegmentLocked(Lock& lk);
-  Status WaitFlushedLocked(Lock& lk, uint64_t seq);
+  uint64_t QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes, bool seal = false) REQUIRES(mu_);
+  Status AcquireSegmentLocked() REQUIRES(mu_);
+  Status WaitFlushedLocked(uint64_t seq) REQUIRES(mu_);
   // Writes back sealed segments up to `upto` (a batch at a time), and with
   // `current` also the flushed blocks of the current segment.
-  Status WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch);
+  Status WritebackLocked(uint64_t upto, bool current, uint64_t batch) REQUIRES(mu_);
   // dm-writeboost's adaptive batch: it shrinks as the log fills, so that a
   // writer waiting for room never waits for a long batch.
-  uint64_t BatchLocked() const {
+  uint64_t BatchLocked() const REQUIRES(mu_) {
     uint64_t used = last_seg_id_ - last_writeback_id_;
     uint64_t free = used >= nr_segments_ ? 0 : nr_segments_ - used;
     return std::min<uint64_t>(static_cast<uint64_t>(tun_.nr_max_batched_writeback), free + 1);
   }
-  uint64_t LastSealedIdLocked() const {
+  uint64_t LastSealedIdLocked() const REQUIRES(mu_) {
     return cur_ >= 0 ? segs_[cur_].id - 1 : last_seg_id_;
   }
-  void BackgroundMain();
-  Status SetTunable(const std::string& key, int64_t value) override;
-  void ClearStats() override;
-  void StartDropCaches() override;
-  Status WritebackOldest(uint64_t n) override {
+  void BackgroundMain() EXCLUDES(mu_);
+  Status SetTunable(const std::string& key, int64_t value) override EXCLUDES(mu_);
+  void ClearStats() override EXCLUDES(mu_);
+  void StartDropCaches() override EXCLUDES(mu_);
+  Status WritebackOldest(uint64_t n) override EXCLUDES(mu_) {
     Lock lk(mu_);
-    return WritebackLocked(lk, LastSealedIdLocked(), false, n);
+    return WritebackLocked(LastSealedIdLocked(), false, n);
   }
-  Status WriteRecordLocked(Lock& lk, bool clean);
+  Status WriteRecordLocked(bool clean) REQUIRES(mu_);
   // Syncs the cache so that every chunk up to `seq` (already flushed) is
   // durable. REQUIRES: mu_ not held.
-  Status SyncTo(uint64_t seq);
-  void SetFailedLocked(const Status& st);
+  Status SyncTo(uint64_t seq) EXCLUDES(mu_);
+  void SetFailedLocked(const Status& st) REQUIRES(mu_);
   void Log(const std::string& msg) {
     if (opts_.log) opts_.log(msg);
   }
-  void FlusherMain();
-  void PrefillMain();
-  void FlushFrontLocked(Lock& lk);
+  void FlusherMain() EXCLUDES(mu_);
+  void PrefillMain() EXCLUDES(mu_);
+  void FlushFrontLocked() REQUIRES(mu_);
   // Without threads (opts_.threads false) the caller writes what it cut.
-  void PumpLocked(Lock& lk);
-  Status WritebackUrgent(Lock& lk, uint64_t needed);
+  void PumpLocked() REQUIRES(mu_);
+  Status WritebackUrgent(uint64_t needed) REQUIRES(mu_);
 
   const EngineOptions opts_;
   const std::unique_ptr<Device> backing_;
@@ -381,91 +387,94 @@ class EngineImpl final : public Engine {
   const uint32_t nr_slots_;
   const bool block_crcs_;  // version 3: every cached block has a checksum
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;  // any progress: flushes, syncs, unpins, writeback
-  std::mutex sync_mu_;
+  mutable Mutex mu_;
+  CondVar cv_;  // any progress: flushes, syncs, unpins, writeback
+  Mutex sync_mu_ ACQUIRED_BEFORE(mu_);
 
-  std::vector<Segment> segs_;
-  std::vector<uint64_t> slots_;  // SlotWord per cache block
-  std::vector<uint32_t> crcs_;   // per cache block, its crc once flushed (block_crcs_)
-  std::set<uint64_t> bad_blocks_;  // cache offsets found failing their crc (logged once each)
-  BlockIndex index_;
-  AlignedBuffer pool_;
-  std::vector<uint8_t*> free_bufs_;
+  std::vector<Segment> segs_ GUARDED_BY(mu_);
+  std::vector<uint64_t> slots_ GUARDED_BY(mu_);  // SlotWord per cache block
+  std::vector<uint32_t> crcs_ GUARDED_BY(mu_);   // per cache block, its crc once flushed (block_crcs_)
+  std::set<uint64_t> bad_blocks_ GUARDED_BY(mu_);  // cache offsets found failing their crc (logged once each)
+  BlockIndex index_ GUARDED_BY(mu_);
+  AlignedBuffer pool_ GUARDED_BY(mu_);
+  std::vector<uint8_t*> free_bufs_ GUARDED_BY(mu_);
 
   // The open chunk: ring slot cur_ (or -1), header at chunk_start_, then
   // chunk_n_ data blocks that may still be changed in place.
-  int64_t cur_ = -1;
-  uint32_t chunk_start_ = 0;
-  uint32_t chunk_n_ = 0;
-  bool acquiring_ = false;
-  bool wb_running_ = false;
-  bool recording_ = false;  // a thread is in WriteRecordLocked: one record write at a time
+  int64_t cur_ GUARDED_BY(mu_) = -1;
+  uint32_t chunk_start_ GUARDED_BY(mu_) = 0;
+  uint32_t chunk_n_ GUARDED_BY(mu_) = 0;
+  bool acquiring_ GUARDED_BY(mu_) = false;
+  bool wb_running_ GUARDED_BY(mu_) = false;
+  bool recording_ GUARDED_BY(mu_) = false;  // a thread is in WriteRecordLocked: one record write at a time
   // Bumped whenever a range starts reading as zeros (a discard is logged):
   // a partial write's pre-read of the backing taken before is stale.
-  uint64_t zero_gen_ = 0;
-  bool flushing_ = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
+  uint64_t zero_gen_ GUARDED_BY(mu_) = 0;
+  bool flushing_ GUARDED_BY(mu_) = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
   // The journaled unit whose apply failed (ids up to redo_upto_, redo_count_
   // segments, the current one included): the next unit covers it.
-  uint64_t redo_upto_ = 0;
-  uint64_t redo_count_ = 0;
-  bool redo_current_ = false;
-  bool wb_failing_ = false;  // the last writeback failed (logged once)
-  std::string wb_error_;     // why, while wb_failing_ (status: writeback_error)
+  uint64_t redo_upto_ GUARDED_BY(mu_) = 0;
+  uint64_t redo_count_ GUARDED_BY(mu_) = 0;
+  bool redo_current_ GUARDED_BY(mu_) = false;
+  bool wb_failing_ GUARDED_BY(mu_) = false;  // the last writeback failed (logged once)
+  std::string wb_error_ GUARDED_BY(mu_);     // why, while wb_failing_ (status: writeback_error)
   // Background retries of a failing writeback back off (1 s doubling to
   // kMaxRetryMs): a backing out of space is not hammered with a unit per
   // second, and a new drop_caches retries at once.
-  uint64_t wb_retry_ms_ = 0;
-  uint64_t wb_retry_at_ms_ = 0;  // MonotonicMs(); 0: now
+  uint64_t wb_retry_ms_ GUARDED_BY(mu_) = 0;
+  uint64_t wb_retry_at_ms_ GUARDED_BY(mu_) = 0;  // MonotonicMs(); 0: now
   std::atomic<bool> read_failing_{false};
 
-  uint64_t last_seg_id_ = 0;
-  uint64_t last_writeback_id_ = 0;
-  uint64_t next_seq_ = 1;
-  uint64_t last_cut_seq_ = 0;
-  uint64_t flushed_seq_ = 0;
-  uint64_t flushed_seg_id_ = 0;
-  uint64_t durable_seq_ = 0;
-  uint32_t last_crc_ = 0;  // header crc of chunk flushed_seq_
-  uint64_t epoch_ = 0;
-  uint64_t record_seq_ = 0;
-  uint64_t record_tail_seg_ = 1;
-  uint32_t segments_since_sync_ = 0;
-  uint64_t nr_dirty_ = 0;
+  uint64_t last_seg_id_ GUARDED_BY(mu_) = 0;
+  uint64_t last_writeback_id_ GUARDED_BY(mu_) = 0;
+  uint64_t next_seq_ GUARDED_BY(mu_) = 1;
+  uint64_t last_cut_seq_ GUARDED_BY(mu_) = 0;
+  uint64_t flushed_seq_ GUARDED_BY(mu_) = 0;
+  uint64_t flushed_seg_id_ GUARDED_BY(mu_) = 0;
+  uint64_t durable_seq_ GUARDED_BY(mu_) = 0;
+  uint32_t last_crc_ GUARDED_BY(mu_) = 0;  // header crc of chunk flushed_seq_
+  uint64_t epoch_ GUARDED_BY(mu_) = 0;
+  uint64_t record_seq_ GUARDED_BY(mu_) = 0;
+  uint64_t record_tail_seg_ GUARDED_BY(mu_) = 1;
+  uint32_t segments_since_sync_ GUARDED_BY(mu_) = 0;
+  uint64_t nr_dirty_ GUARDED_BY(mu_) = 0;
 
-  std::deque<FlushJob> jobs_;
+  std::deque<FlushJob> jobs_ GUARDED_BY(mu_);
   std::thread flusher_;
-  bool stop_ = false;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread bg_;             // BackgroundMain
   std::thread prefill_;        // PrefillMain
-  int64_t prefill_slot_ = -1;  // the ring slot PrefillMain is writing: not to be acquired
-  bool bg_stop_ = false;
+  int64_t prefill_slot_ GUARDED_BY(mu_) = -1;  // the ring slot PrefillMain is writing: not to be acquired
+  bool bg_stop_ GUARDED_BY(mu_) = false;
   std::atomic<bool> abort_wb_{false};  // unmount: stop a writeback batch early
-  Tunables tun_;               // the tunables in force (online ones change)
-  bool force_drop_ = false;    // drop_caches in progress
-  bool detach_ = false;        // CloseClean: the record skips the whole log
+  Tunables tun_ GUARDED_BY(mu_);               // the tunables in force (online ones change)
+  bool force_drop_ GUARDED_BY(mu_) = false;    // drop_caches in progress
+  bool detach_ GUARDED_BY(mu_) = false;        // CloseClean: the record skips the whole log
   // Background writeback: set below a quarter of the log free, cleared at
   // half free (BackgroundMain's water marks).
-  bool low_room_ = false;
-  std::map<uint64_t, uint64_t> zeros_;  // union of pending discards: start -> end block
-  uint64_t nr_pending_discards_ = 0;
-  uint64_t open_chunk_ms_ = 0;  // first dirty write into the open chunk; 0: none
-  uint64_t around_gen_ = 0;     // write-around writes and punches so far
-  uint64_t around_synced_ = 0;  // of those, made durable before a staging
-  format::FlushPoint backing_point_;  // what the backing shows (after the last unit)
-  ReadStager stager_;          // read misses waiting to be staged
-  uint64_t cur_batch_ = 0;
-  int64_t util_ = -1;          // backing utilisation %, last second
-  bool closed_ = false;
-  bool failed_ = false;
-  std::string error_;
+  bool low_room_ GUARDED_BY(mu_) = false;
+  std::map<uint64_t, uint64_t> zeros_ GUARDED_BY(mu_);  // union of pending discards: start -> end block
+  uint64_t nr_pending_discards_ GUARDED_BY(mu_) = 0;
+  uint64_t open_chunk_ms_ GUARDED_BY(mu_) = 0;  // first dirty write into the open chunk; 0: none
+  uint64_t around_gen_ GUARDED_BY(mu_) = 0;     // write-around writes and punches so far
+  uint64_t around_synced_ GUARDED_BY(mu_) = 0;  // of those, made durable before a staging
+  format::FlushPoint backing_point_ GUARDED_BY(mu_);  // what the backing shows (after the last unit)
+  ReadStager stager_ GUARDED_BY(mu_);          // read misses waiting to be staged
+  uint64_t cur_batch_ GUARDED_BY(mu_) = 0;
+  int64_t util_ GUARDED_BY(mu_) = -1;          // backing utilisation %, last second
+  bool closed_ GUARDED_BY(mu_) = false;
+  bool failed_ GUARDED_BY(mu_) = false;
+  std::string error_ GUARDED_BY(mu_);
 
-  EngineStats st_;
+  EngineStats st_ GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------- start
 
 Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, bool journal_replayed) {
+  // Nothing else runs yet; the lock is taken for the rules' sake (and the
+  // threads started at the end wait for it).
+  Lock lk(mu_);
   const bool formatted = scan == nullptr;
   st_.formatted = formatted;
   st_.journal_replayed = journal_replayed;
@@ -552,7 +561,10 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
       last_writeback_id_++;
     }
     // What the scan checksummed may still sit in a volatile device cache.
-    WBFS_RETURN_IF_ERROR(cache_->Sync());
+    lk.unlock();
+    Status st = cache_->Sync();
+    lk.lock();
+    WBFS_RETURN_IF_ERROR(st);
   }
   last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
   if (opts_.threads) {
@@ -780,12 +792,12 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       if (result.ok()) stager_.Fill(x.block, x.data);
       else stager_.Cancel(x.block);
     }
-    if (!staged.empty()) InjectStagedLocked(lk, std::chrono::milliseconds(opts_.read_stage_delay_ms));
+    if (!staged.empty()) InjectStagedLocked(std::chrono::milliseconds(opts_.read_stage_delay_ms));
   }
   return result;
 }
 
-void EngineImpl::InjectStagedLocked(Lock& lk, ReadStager::Clock::duration min_age) {
+void EngineImpl::InjectStagedLocked(ReadStager::Clock::duration min_age) {
   if (stager_.empty() || failed_ || closed_) return;
   const std::vector<uint64_t> ready = stager_.Injectable(tun_.read_cache_threshold, min_age);
   if (ready.empty()) return;
@@ -795,14 +807,14 @@ void EngineImpl::InjectStagedLocked(Lock& lk, ReadStager::Clock::duration min_ag
   // disagreeing with the backing (found by the simulation).
   if (write_around() && around_gen_ != around_synced_) {
     const uint64_t gen = around_gen_;
-    lk.unlock();
+    mu_.unlock();
     Status st = backing_->Sync();
-    lk.lock();
+    mu_.lock();
     if (!st.ok()) return;  // not now; the cells wait
     around_synced_ = std::max(around_synced_, gen);
   }
   for (uint64_t block : ready) {
-    if (!EnsureRoomLocked(lk).ok()) return;  // may drop the lock: look again
+    if (!EnsureRoomLocked().ok()) return;  // may drop the lock: look again
     const uint8_t* data = stager_.Data(block);
     if (data == nullptr) continue;  // cancelled meanwhile
     if (index_.Find(block) == BlockIndex::kNone) {
@@ -832,7 +844,7 @@ Status EngineImpl::Write(uint64_t off, const void* buf, size_t len) {
     uint32_t lo = static_cast<uint32_t>(pos % kBlockSize);
     uint32_t hi = static_cast<uint32_t>(std::min<uint64_t>(kBlockSize, lo + left));
     bool retry = false;
-    WBFS_RETURN_IF_ERROR(WriteBlockLocked(lk, block, lo, hi, src + (pos - off), &pre, &retry));
+    WBFS_RETURN_IF_ERROR(WriteBlockLocked(block, lo, hi, src + (pos - off), &pre, &retry));
     if (retry) continue;
     pre.valid = false;
     pos += hi - lo;
@@ -846,9 +858,9 @@ Status EngineImpl::Write(uint64_t off, const void* buf, size_t len) {
 // the sectors it keeps: from RAM, or read outside the lock into `pre`
 // (then *retry is set and the caller comes back; the read is used only if
 // the block's cache slot and mask are still what they were).
-Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint32_t hi,
+Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
                                     const uint8_t* src, PreRead* pre, bool* retry) {
-  WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
+  WBFS_RETURN_IF_ERROR(EnsureRoomLocked());
   const bool full = lo == 0 && hi == kBlockSize;
   const uint8_t cover = CoverMask(lo, hi);
   uint32_t slot = index_.Find(block);
@@ -883,13 +895,13 @@ Status EngineImpl::WriteBlockLocked(Lock& lk, uint64_t block, uint32_t lo, uint3
         }
         if (need_cache) SegOf(slot).pins++;
         uint64_t cache_off = need_cache ? CacheOffset(slot) : 0;
-        lk.unlock();
+        mu_.unlock();
         Status st;
         if (need_cache) st = cache_->ReadAt(cache_off, pre->cache_data.data(), kBlockSize);
         if (st.ok() && need_backing) {
           st = backing_->ReadAt(block * kBlockSize, pre->backing_data.data(), kBlockSize);
         }
-        lk.lock();
+        mu_.lock();
         if (need_cache) {
           SegOf(slot).pins--;
           cv_.notify_all();
@@ -948,7 +960,7 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
     }
     // A clean cached copy must be gone from the log (durably) before the
     // backing changes under it, or a crash could bring it back.
-    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {b0, n, format::kExtentInvalidate}));
+    if (cached) WBFS_RETURN_IF_ERROR(AppendExtentsLocked({b0, n, format::kExtentInvalidate}));
   }
   Status st = backing_->WriteAt(off, src, len);
   Lock lk(mu_);
@@ -983,14 +995,14 @@ void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
 }
 
 // The extent chunk is cut, flushed and synced before this returns.
-Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
+Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
   // Room for the extent chunk first (that may need writeback: a new
   // segment). Every wait drops the lock, so look again after each.
   for (;;) {
-    WBFS_RETURN_IF_ERROR(EnsureRoomLocked(lk));
+    WBFS_RETURN_IF_ERROR(EnsureRoomLocked());
     if (chunk_n_ > 0) {
       CutChunkLocked();  // earlier writes go first, with their own flags
-      PumpLocked(lk);
+      PumpLocked();
       continue;
     }
     break;
@@ -1004,11 +1016,11 @@ Status EngineImpl::AppendExtentsLocked(Lock& lk, const format::Extent& x) {
   std::memset(header, 0, kBlockSize);
   format::EncodeChunkExtent(header, 0, 0, x);
   const uint64_t seq = QueueChunkLocked(0, 1, discard);
-  PumpLocked(lk);
-  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, seq));
-  lk.unlock();
+  PumpLocked();
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(seq));
+  mu_.unlock();
   Status st = SyncTo(seq);
-  lk.lock();
+  mu_.lock();
   return st;
 }
 
@@ -1081,13 +1093,13 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
   if (!write_around()) {
     // Write-back: a change like a write; the writeback unit that covers it
     // punches the backing, in log order.
-    WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentDiscard}));
+    WBFS_RETURN_IF_ERROR(AppendExtentsLocked({fb0, fb1 - fb0, format::kExtentDiscard}));
     st_.discarded_bytes += len;
     return Status::OK();
   }
   // Write-around: nothing is dirty, so the backing is punched now, after
   // the cached copies are durably dropped (as for a write).
-  WBFS_RETURN_IF_ERROR(AppendExtentsLocked(lk, {fb0, fb1 - fb0, format::kExtentInvalidate}));
+  WBFS_RETURN_IF_ERROR(AppendExtentsLocked({fb0, fb1 - fb0, format::kExtentInvalidate}));
   lk.unlock();
   Status st = backing_->Discard(fb0 * kBlockSize, (fb1 - fb0) * kBlockSize);
   lk.lock();
@@ -1126,16 +1138,16 @@ void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, 
 
 // Leaves room for one more block in the open chunk, sealing the current
 // segment and acquiring the next one as needed. May drop the lock.
-Status EngineImpl::EnsureRoomLocked(Lock& lk) {
+Status EngineImpl::EnsureRoomLocked() {
   for (;;) {
     if (failed_) return FailedStatus();
     if (closed_) return Status::Failed("the engine is closed");
     if (cur_ >= 0 && chunk_start_ + 1 + chunk_n_ < kBlocksPerSegment) return Status::OK();
     if (cur_ >= 0) {
       CutChunkLocked();  // the segment is full: this seals it
-      PumpLocked(lk);
+      PumpLocked();
     }
-    WBFS_RETURN_IF_ERROR(AcquireSegmentLocked(lk));
+    WBFS_RETURN_IF_ERROR(AcquireSegmentLocked());
   }
 }
 
@@ -1199,9 +1211,9 @@ uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, b
   return seq;
 }
 
-Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
+Status EngineImpl::AcquireSegmentLocked() {
   if (acquiring_) {  // another writer is at it: wait, then let the caller recheck
-    cv_.wait(lk, [&] { return !acquiring_; });
+    cv_.wait(mu_, [&]() REQUIRES(mu_) { return !acquiring_; });
     return Status::OK();
   }
   Claim claim(&acquiring_, &cv_);
@@ -1211,15 +1223,15 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
     if (failed_) return FailedStatus();
     Segment& prev = segs_[ring];
     if (prev.id != 0 && prev.id > last_writeback_id_) {
-      WBFS_RETURN_IF_ERROR(WritebackUrgent(lk, prev.id));
+      WBFS_RETURN_IF_ERROR(WritebackUrgent(prev.id));
       continue;
     }
     if (prev.pins > 0 || prev.unflushed > 0 || static_cast<int64_t>(ring) == prefill_slot_) {
-      cv_.wait(lk);
+      cv_.wait(mu_);
       continue;
     }
     if (prev.id != 0 && prev.id >= record_tail_seg_) {
-      WBFS_RETURN_IF_ERROR(WriteRecordLocked(lk, false));
+      WBFS_RETURN_IF_ERROR(WriteRecordLocked(false));
       continue;
     }
     if (prev.buf != nullptr) {  // sealed and flushed, not yet released
@@ -1227,7 +1239,7 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
       prev.buf = nullptr;
     }
     if (free_bufs_.empty()) {
-      cv_.wait(lk);
+      cv_.wait(mu_);
       continue;
     }
     break;
@@ -1255,19 +1267,19 @@ Status EngineImpl::AcquireSegmentLocked(Lock& lk) {
 void EngineImpl::FlusherMain() {
   Lock lk(mu_);
   for (;;) {
-    cv_.wait(lk, [&] { return !flushing_ && (stop_ || !jobs_.empty()); });
+    cv_.wait(lk, [&]() REQUIRES(mu_) { return !flushing_ && (stop_ || !jobs_.empty()); });
     if (jobs_.empty()) return;  // stop_ and drained
-    FlushFrontLocked(lk);
+    FlushFrontLocked();
   }
 }
 
-void EngineImpl::PumpLocked(Lock& lk) {
-  while (!opts_.threads && !jobs_.empty()) FlushFrontLocked(lk);
+void EngineImpl::PumpLocked() {
+  while (!opts_.threads && !jobs_.empty()) FlushFrontLocked();
 }
 
 // Writes the oldest cut chunk: seals its header (checksums, chain fields)
 // and writes header and data in one sequential write.
-void EngineImpl::FlushFrontLocked(Lock& lk) {
+void EngineImpl::FlushFrontLocked() {
   {
     flushing_ = true;  // one chunk write at a time, in seq order
     FlushJob job = jobs_.front();
@@ -1288,7 +1300,7 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
     const uint64_t off = format::SegmentBlockOffset(sb_, job.segment_id, job.offset);
     h.flags = job.seal ? format::kChunkSeal : 0;
     const bool skip = failed_;
-    lk.unlock();
+    mu_.unlock();
     // The chunk's blocks are frozen once cut: no lock needed to read them.
     Status st;
     uint32_t crc = 0;
@@ -1306,7 +1318,7 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
       crc = format::SealChunkHeader(h, base);
       st = cache_->WriteAt(off, base, len);
     }
-    lk.lock();
+    mu_.lock();
     jobs_.pop_front();
     s.unflushed--;
     flushing_ = false;
@@ -1340,21 +1352,21 @@ void EngineImpl::FlushFrontLocked(Lock& lk) {
     if (sync_now) {
       segments_since_sync_ = 0;
       uint64_t target = flushed_seq_;
-      lk.unlock();
+      mu_.unlock();
       (void)SyncTo(target);  // a failure marks the engine failed
-      lk.lock();
+      mu_.lock();
     }
   }
 }
 
-Status EngineImpl::WaitFlushedLocked(Lock& lk, uint64_t seq) {
-  cv_.wait(lk, [&] { return failed_ || flushed_seq_ >= seq; });
+Status EngineImpl::WaitFlushedLocked(uint64_t seq) {
+  cv_.wait(mu_, [&]() REQUIRES(mu_) { return failed_ || flushed_seq_ >= seq; });
   if (flushed_seq_ < seq) return FailedStatus();
   return Status::OK();
 }
 
 Status EngineImpl::SyncTo(uint64_t seq) {
-  std::lock_guard<std::mutex> sl(sync_mu_);
+  MutexLock sl(sync_mu_);
   uint64_t target;
   {
     Lock lk(mu_);
@@ -1383,13 +1395,13 @@ Status EngineImpl::Flush() {
     if (chunk_n_ > 0) {
       st_.nr_partial_flushed++;
       CutChunkLocked();
-      PumpLocked(lk);
+      PumpLocked();
     }
     target = last_cut_seq_;
     // The flusher idle: write the chunks here rather than wake it and wait
     // (two thread hand-offs on the fsync path).
-    while (!flushing_ && !jobs_.empty() && flushed_seq_ < target && !failed_) FlushFrontLocked(lk);
-    WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, target));
+    while (!flushing_ && !jobs_.empty() && flushed_seq_ < target && !failed_) FlushFrontLocked();
+    WBFS_RETURN_IF_ERROR(WaitFlushedLocked(target));
   }
   WBFS_RETURN_IF_ERROR(SyncTo(target));
   // Write-around data went to the backing: the flush covers it too. A
@@ -1425,16 +1437,16 @@ void EngineImpl::SetFailedLocked(const Status& st) {
 // every 512 KiB). A unit the background thread has under way may free the
 // slot first: then there is nothing to do. The background thread keeps the
 // shrinking batch, so that a writer never waits long behind it.
-Status EngineImpl::WritebackUrgent(Lock& lk, uint64_t needed) {
+Status EngineImpl::WritebackUrgent(uint64_t needed) {
   st_.nr_writeback_waits++;
-  cv_.wait(lk, [&] { return !wb_running_; });
+  cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
   if (needed <= last_writeback_id_) return Status::OK();
-  return WritebackLocked(lk, LastSealedIdLocked(), false,
+  return WritebackLocked(LastSealedIdLocked(), false,
                          static_cast<uint64_t>(tun_.nr_max_batched_writeback));
 }
 
-Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64_t batch) {
-  cv_.wait(lk, [&] { return !wb_running_; });
+Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) {
+  cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
   // Held from here, not just around the I/O: waiting for the unit's chunks
   // to flush drops the lock, and a second caller must not build the same
   // unit meanwhile. Every return holds the lock.
@@ -1461,7 +1473,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
   if (ids.empty()) return Status::OK();
   if (current && cur_ >= 0 && segs_[cur_].id == ids.back()) {
     SealCurrentLocked();
-    PumpLocked(lk);
+    PumpLocked();
   }
   // Wait until everything in the unit is on the cache device.
   for (;;) {
@@ -1469,7 +1481,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
     bool flushed = true;
     for (uint64_t id : ids) flushed = flushed && segs_[RingSlot(id)].unflushed == 0;
     if (flushed) break;
-    cv_.wait(lk);
+    cv_.wait(mu_);
   }
   struct Item {
     uint64_t block;
@@ -1550,7 +1562,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
       if (it->order < p.order) it->dropped = true;
     }
   }
-  lk.unlock();
+  mu_.unlock();
 
   // The unit must be durable in the cache before the backing changes: a
   // crash must not leave a replayed older (clean) copy over newer backing
@@ -1617,7 +1629,7 @@ Status EngineImpl::WritebackLocked(Lock& lk, uint64_t upto, bool current, uint64
                   : journal::ApplyUnit(*backing_, unit, &abort_wb_, fill, &applied);
   }
 
-  lk.lock();
+  mu_.lock();
   for (const Item& it : bad) {
     (void)BadBlockLocked(CacheOffset(it.slot), it.block);
     if (opts_.accept_loss && st.ok() && SlotWord::Valid(slots_[it.slot])) {
@@ -1695,7 +1707,7 @@ Status EngineImpl::WritebackAll() {
   while (!AllAppliedLocked()) {
     if (failed_) return FailedStatus();
     uint64_t dirty = nr_dirty_, discards = nr_pending_discards_, lw = last_writeback_id_;
-    WBFS_RETURN_IF_ERROR(WritebackLocked(lk, last_seg_id_, true,
+    WBFS_RETURN_IF_ERROR(WritebackLocked(last_seg_id_, true,
                                          static_cast<uint64_t>(tun_.nr_max_batched_writeback)));
     if (nr_dirty_ == dirty && nr_pending_discards_ == discards && last_writeback_id_ == lw) {
       return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
@@ -1710,7 +1722,7 @@ Status EngineImpl::RestartLogAfterLoss(const log::SyncedLoss& loss) {
   WBFS_RETURN_IF_ERROR(WritebackAll());
   Lock lk(mu_);
   SealCurrentLocked();  // the damaged chunk's slot is never continued
-  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, last_cut_seq_));
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(last_cut_seq_));
   if (!AllAppliedLocked()) return Status::Failed("writing back what survived the loss did not finish");
   // Everything the log holds is on the backing: the record's tail moves
   // past it, and the next chunk's seq jumps above every seq on the cache.
@@ -1718,7 +1730,7 @@ Status EngineImpl::RestartLogAfterLoss(const log::SyncedLoss& loss) {
   next_seq_ = std::max(next_seq_, loss.max_seq + 1);
   last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
   st_.dropped_chunks += loss.lost_chunks;
-  WBFS_RETURN_IF_ERROR(WriteRecordLocked(lk, true));
+  WBFS_RETURN_IF_ERROR(WriteRecordLocked(true));
   Log("accept_loss: " + log::DescribeSyncedLoss(loss) + "; the image was rolled back to flush point " +
       log::RollbackPointText(loss) + ", " +
       std::to_string(survivors) + " dirty blocks that survived were written back, and the log " +
@@ -1728,14 +1740,14 @@ Status EngineImpl::RestartLogAfterLoss(const log::SyncedLoss& loss) {
 
 // ---------------------------------------------------------------- record
 
-Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
+Status EngineImpl::WriteRecordLocked(bool clean) {
   // One record write at a time: two writers (a writer that needs a slot,
   // the background refresh) would pick the same seq and slot, and if the
   // one with the older tail landed last, a reused segment would later be
   // read as part of the log.
-  cv_.wait(lk, [&] { return !recording_; });
+  cv_.wait(mu_, [&]() REQUIRES(mu_) { return !recording_; });
   Claim claim(&recording_, &cv_);
-  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(lk, last_cut_seq_));
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(last_cut_seq_));
   format::Record r;
   r.flags = clean ? format::kRecordClean : 0;
   r.nonce = sb_.nonce;
@@ -1756,11 +1768,11 @@ Status EngineImpl::WriteRecordLocked(Lock& lk, bool clean) {
   AlignedBuffer block(kBlockSize);
   format::EncodeRecord(r, block.data());
   const uint64_t off = format::kRecordOffsets[r.seq % 2];
-  lk.unlock();
+  mu_.unlock();
   Status st = cache_->Sync();  // chunks before the record
   if (st.ok()) st = cache_->WriteAt(off, block.data(), kBlockSize);
   if (st.ok()) st = cache_->Sync();
-  lk.lock();
+  mu_.lock();
   if (!st.ok()) {
     SetFailedLocked(st);
     return FailedStatus();
@@ -1790,11 +1802,11 @@ Status EngineImpl::Close() {
   {
     Lock lk(mu_);
     // A writer or writeback still inside would need the engine: let them finish.
-    cv_.wait(lk, [&] { return !acquiring_ && !wb_running_; });
+    cv_.wait(lk, [&]() REQUIRES(mu_) { return !acquiring_ && !wb_running_; });
     if (!failed_) {
       if (chunk_n_ > 0) {
         CutChunkLocked();
-        PumpLocked(lk);
+        PumpLocked();
       }
       // Write-around data went to the backing without a flush: make it
       // durable before the unmount counts as clean.
@@ -1803,7 +1815,7 @@ Status EngineImpl::Close() {
         result = backing_->Sync();
         lk.lock();
       }
-      if (result.ok()) result = WriteRecordLocked(lk, true);
+      if (result.ok()) result = WriteRecordLocked(true);
     } else {
       result = FailedStatus();
     }
@@ -1877,7 +1889,7 @@ void EngineImpl::BackgroundMain() {
     // Every wait ends at once when Close() asks the thread to stop (a
     // plain timed wait slept through that notify after a failed unit, and
     // every close of a failing engine took a second).
-    const auto stop = [&] { return bg_stop_; };
+    const auto stop = [&]() REQUIRES(mu_) { return bg_stop_; };
     if (failed_) {
       cv_.wait_for(lk, std::chrono::seconds(1), stop);
       continue;
@@ -1886,7 +1898,7 @@ void EngineImpl::BackgroundMain() {
       last_sync = now;
       if (chunk_n_ > 0) CutChunkLocked();
       uint64_t target = last_cut_seq_;
-      if (durable_seq_ < target && WaitFlushedLocked(lk, target).ok()) {
+      if (durable_seq_ < target && WaitFlushedLocked(target).ok()) {
         lk.unlock();
         (void)SyncTo(target);
         lk.lock();
@@ -1896,10 +1908,10 @@ void EngineImpl::BackgroundMain() {
     if (tun_.update_sb_record_interval > 0 &&
         now - last_record >= std::chrono::seconds(tun_.update_sb_record_interval)) {
       last_record = now;
-      if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(lk, false);
+      if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(false);
       continue;
     }
-    InjectStagedLocked(lk, std::chrono::milliseconds(opts_.read_stage_delay_ms));
+    InjectStagedLocked(std::chrono::milliseconds(opts_.read_stage_delay_ms));
     if (force_drop_ && AllAppliedLocked()) force_drop_ = false;
     const uint64_t sealed = LastSealedIdLocked();
     const uint64_t used = last_seg_id_ - last_writeback_id_;
@@ -1937,8 +1949,8 @@ void EngineImpl::BackgroundMain() {
       want = want || too_old;
     }
     if (want && !wb_running_ && MonotonicMs() >= wb_retry_at_ms_) {
-      Status st = force_drop_ || too_old || drain ? WritebackLocked(lk, last_seg_id_, true, BatchLocked())
-                                         : WritebackLocked(lk, sealed, false, batch);
+      Status st = force_drop_ || too_old || drain ? WritebackLocked(last_seg_id_, true, BatchLocked())
+                                         : WritebackLocked(sealed, false, batch);
       if (!st.ok()) {
         // Retry later, backing off: the backing may be full until someone
         // frees space. (A success resets it, in WritebackLocked.)
