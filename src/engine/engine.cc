@@ -54,6 +54,7 @@
 
 #include "engine/block_index.h"
 #include "engine/read_stager.h"
+#include "engine/zero_map.h"
 #include "journal/journal.h"
 #include "log/log_reader.h"
 #include "util/aligned_buffer.h"
@@ -178,7 +179,7 @@ struct PreRead {
   uint64_t block = 0;
   uint32_t slot = BlockIndex::kNone;
   uint8_t mask = 0;
-  uint64_t zero_gen = 0;       // EngineImpl::zero_gen_ when read
+  uint64_t zero_gen = 0;       // zeros_.generation() when read
   uint32_t crc = 0;            // of the cache copy, to verify it
   AlignedBuffer cache_data;    // allocated on first use
   AlignedBuffer backing_data;
@@ -243,7 +244,7 @@ class EngineImpl final : public Engine {
       if (closed_) return Status::Failed("the engine is closed");
       if (!AllAppliedLocked()) {
         return Status::Failed(std::to_string(nr_dirty_) + " dirty blocks and " +
-                              std::to_string(nr_pending_discards_) +
+                              std::to_string(zeros_.pending()) +
                               " discards are not written back");
       }
       detach_ = true;
@@ -306,18 +307,9 @@ class EngineImpl final : public Engine {
   // until the writeback unit covering it punches the backing.
   Status AppendExtentsLocked(const format::Extent& x) REQUIRES(mu_);
   void AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) REQUIRES(mu_);
-  // Does a pending discard cover `block` (its uncached sectors read as zeros)?
-  bool ZeroedLocked(uint64_t block) const REQUIRES(mu_) {
-    if (zeros_.empty()) return false;
-    auto it = zeros_.upper_bound(block);
-    if (it == zeros_.begin()) return false;
-    --it;
-    return block < it->second;
-  }
-  void AddZerosLocked(uint64_t start, uint64_t end) REQUIRES(mu_);
-  // Rebuilds zeros_ over [start, start + count) from the pending discards.
-  void RecomputeZerosLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
-  bool AllAppliedLocked() const REQUIRES(mu_) { return nr_dirty_ == 0 && nr_pending_discards_ == 0; }
+  // The discard of [start, start + count) reached the backing.
+  void DiscardAppliedLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
+  bool AllAppliedLocked() const REQUIRES(mu_) { return nr_dirty_ == 0 && zeros_.pending() == 0; }
   // Wall-clock ms of the oldest change not on the backing (cut or still in
   // the open chunk); 0: none.
   uint64_t OldestUnappliedMsLocked() const REQUIRES(mu_);
@@ -407,9 +399,6 @@ class EngineImpl final : public Engine {
   bool acquiring_ GUARDED_BY(mu_) = false;
   bool wb_running_ GUARDED_BY(mu_) = false;
   bool recording_ GUARDED_BY(mu_) = false;  // a thread is in WriteRecordLocked: one record write at a time
-  // Bumped whenever a range starts reading as zeros (a discard is logged):
-  // a partial write's pre-read of the backing taken before is stale.
-  uint64_t zero_gen_ GUARDED_BY(mu_) = 0;
   bool flushing_ GUARDED_BY(mu_) = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
   // The journaled unit whose apply failed (ids up to redo_upto_, redo_count_
   // segments, the current one included): the next unit covers it.
@@ -453,8 +442,7 @@ class EngineImpl final : public Engine {
   // Background writeback: set below a quarter of the log free, cleared at
   // half free (BackgroundMain's water marks).
   bool low_room_ GUARDED_BY(mu_) = false;
-  std::map<uint64_t, uint64_t> zeros_ GUARDED_BY(mu_);  // union of pending discards: start -> end block
-  uint64_t nr_pending_discards_ GUARDED_BY(mu_) = 0;
+  ZeroMap zeros_ GUARDED_BY(mu_);  // what pending discards make read as zeros
   uint64_t open_chunk_ms_ GUARDED_BY(mu_) = 0;  // first dirty write into the open chunk; 0: none
   uint64_t around_gen_ GUARDED_BY(mu_) = 0;     // write-around writes and punches so far
   uint64_t around_synced_ GUARDED_BY(mu_) = 0;  // of those, made durable before a staging
@@ -672,7 +660,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
       uint8_t* dst = out + (pos - off);
       unsigned stat = (lo == 0 && hi == kBlockSize) ? kStatFull : 0;
       uint32_t slot = index_.Find(block);
-      const bool zeroed = ZeroedLocked(block);  // a pending discard: not the backing's data
+      const bool zeroed = zeros_.Covers(block);  // a pending discard: not the backing's data
       if (slot == BlockIndex::kNone) {
         if (zeroed) std::memset(dst, 0, hi - lo);
         else add(dst, block * kBlockSize + lo, hi - lo, false);
@@ -873,7 +861,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
   uint8_t mask = format::kFullMask;
   if (!full) {
     uint8_t need_backing = PartialMask(lo, hi) & static_cast<uint8_t>(~old_mask);
-    if (ZeroedLocked(block)) need_backing = 0;  // those sectors read as zeros (tmp below)
+    if (zeros_.Covers(block)) need_backing = 0;  // those sectors read as zeros (tmp below)
     bool need_cache = slot != BlockIndex::kNone && ram == nullptr;
     if (need_backing || need_cache) {
       // The pre-read is used only if nothing it depends on changed
@@ -881,13 +869,13 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
       // zero it (a discard logged and punched during the read would
       // otherwise leave the stale backing bytes in the partial sectors).
       if (!(pre->valid && pre->block == block && pre->slot == slot && pre->mask == old_mask &&
-            pre->zero_gen == zero_gen_ && (!need_cache || pre->has_cache))) {
+            pre->zero_gen == zeros_.generation() && (!need_cache || pre->has_cache))) {
         pre->valid = false;
         pre->has_cache = need_cache;
         pre->block = block;
         pre->slot = slot;
         pre->mask = old_mask;
-        pre->zero_gen = zero_gen_;
+        pre->zero_gen = zeros_.generation();
         pre->crc = need_cache && block_crcs_ ? crcs_[slot] : 0;
         if (pre->cache_data.size() == 0) {
           pre->cache_data.Reset(kBlockSize);
@@ -1025,45 +1013,18 @@ Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
 }
 
 void EngineImpl::AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) {
-  zero_gen_++;
   s.discards.push_back({start, count, pos});
-  nr_pending_discards_++;
-  AddZerosLocked(start, start + count);
+  zeros_.AddPending(start, count);
 }
 
-void EngineImpl::AddZerosLocked(uint64_t start, uint64_t end) {
-  // Merge [start, end) into the disjoint union.
-  auto it = zeros_.upper_bound(start);
-  if (it != zeros_.begin() && std::prev(it)->second >= start) --it;
-  while (it != zeros_.end() && it->first <= end) {
-    start = std::min(start, it->first);
-    end = std::max(end, it->second);
-    it = zeros_.erase(it);
-  }
-  zeros_[start] = end;
-}
-
-void EngineImpl::RecomputeZerosLocked(uint64_t start, uint64_t count) {
-  const uint64_t end = start + count;
-  // Cut [start, end) out of the union...
-  auto it = zeros_.upper_bound(start);
-  if (it != zeros_.begin() && std::prev(it)->second > start) --it;
-  std::vector<std::pair<uint64_t, uint64_t>> keep;
-  while (it != zeros_.end() && it->first < end) {
-    if (it->first < start) keep.push_back({it->first, start});
-    if (it->second > end) keep.push_back({end, it->second});
-    it = zeros_.erase(it);
-  }
-  for (const auto& [a, b] : keep) zeros_[a] = b;
-  // ...and put back what the discards still pending cover of it.
-  for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
-    const Segment& s = segs_[RingSlot(id)];
-    if (s.id != id) continue;
-    for (const PendingDiscard& d : s.discards) {
-      uint64_t a = std::max(d.start, start), b = std::min(d.start + d.count, end);
-      if (a < b) AddZerosLocked(a, b);
+void EngineImpl::DiscardAppliedLocked(uint64_t start, uint64_t count) {
+  zeros_.Applied(start, count, [&](auto cover) REQUIRES(mu_) {
+    for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
+      const Segment& s = segs_[RingSlot(id)];
+      if (s.id != id) continue;
+      for (const PendingDiscard& d : s.discards) cover(d.start, d.start + d.count);
     }
-  }
+  });
 }
 
 Status EngineImpl::Discard(uint64_t off, uint64_t len) {
@@ -1691,10 +1652,7 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     }
     s.discards.resize(n);
   }
-  for (const Punch& p : punches) {
-    nr_pending_discards_--;
-    RecomputeZerosLocked(p.start, p.count);
-  }
+  for (const Punch& p : punches) DiscardAppliedLocked(p.start, p.count);
   for (uint64_t id : ids) {
     const Segment& s = segs_[RingSlot(id)];
     if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
@@ -1706,10 +1664,10 @@ Status EngineImpl::WritebackAll() {
   Lock lk(mu_);
   while (!AllAppliedLocked()) {
     if (failed_) return FailedStatus();
-    uint64_t dirty = nr_dirty_, discards = nr_pending_discards_, lw = last_writeback_id_;
+    uint64_t dirty = nr_dirty_, discards = zeros_.pending(), lw = last_writeback_id_;
     WBFS_RETURN_IF_ERROR(WritebackLocked(last_seg_id_, true,
                                          static_cast<uint64_t>(tun_.nr_max_batched_writeback)));
-    if (nr_dirty_ == dirty && nr_pending_discards_ == discards && last_writeback_id_ == lw) {
+    if (nr_dirty_ == dirty && zeros_.pending() == discards && last_writeback_id_ == lw) {
       return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
                             " dirty blocks left");
     }
@@ -1849,7 +1807,7 @@ EngineStats EngineImpl::Stats() const {
   s.nr_staging = stager_.size();
   s.writeback_failing = wb_failing_;
   s.writeback_error = wb_error_;
-  s.pending_discards = nr_pending_discards_;
+  s.pending_discards = zeros_.pending();
   s.journal = journal_ != nullptr;
   if (journal_) {
     s.journal_name = journal_->Name();
