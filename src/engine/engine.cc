@@ -1018,13 +1018,15 @@ void EngineImpl::AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t co
 }
 
 void EngineImpl::DiscardAppliedLocked(uint64_t start, uint64_t count) {
-  zeros_.Applied(start, count, [&](auto cover) REQUIRES(mu_) {
-    for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
-      const Segment& s = segs_[RingSlot(id)];
-      if (s.id != id) continue;
-      for (const PendingDiscard& d : s.discards) cover(d.start, d.start + d.count);
+  std::vector<std::pair<uint64_t, uint64_t>> still;
+  for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
+    const Segment& s = segs_[RingSlot(id)];
+    if (s.id != id) continue;
+    for (const PendingDiscard& d : s.discards) {
+      if (d.start < start + count && start < d.start + d.count) still.push_back({d.start, d.start + d.count});
     }
-  });
+  }
+  zeros_.Applied(start, count, still);
 }
 
 Status EngineImpl::Discard(uint64_t off, uint64_t len) {

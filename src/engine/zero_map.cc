@@ -6,6 +6,18 @@
 
 namespace wbfs {
 
+void ZeroMap::Applied(uint64_t start, uint64_t count,
+                      const std::vector<std::pair<uint64_t, uint64_t>>& still) {
+  pending_--;
+  const uint64_t end = start + count;
+  Uncover(start, end);
+  for (auto [a, b] : still) {
+    a = std::max(a, start);
+    b = std::min(b, end);
+    if (a < b) Cover(a, b);
+  }
+}
+
 void ZeroMap::Cover(uint64_t start, uint64_t end) {
   auto it = ranges_.upper_bound(start);
   if (it != ranges_.begin() && std::prev(it)->second >= start) --it;

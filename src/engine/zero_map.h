@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
+#include <vector>
 
 namespace wbfs {
 
@@ -22,21 +24,10 @@ class ZeroMap {
     pending_++;
     Cover(start, start + count);
   }
-  // The discard of [start, start + count) reached the backing. `still`
-  // calls its argument, a function (a, b), for every discard still pending
-  // (other ones over the same blocks included), so the union is rebuilt
-  // over the range from what remains.
-  template <typename ForEachPending>
-  void Applied(uint64_t start, uint64_t count, ForEachPending still) {
-    pending_--;
-    const uint64_t end = start + count;
-    Uncover(start, end);
-    still([&](uint64_t a, uint64_t b) {
-      a = a > start ? a : start;
-      b = b < end ? b : end;
-      if (a < b) Cover(a, b);
-    });
-  }
+  // The discard of [start, start + count) reached the backing. `still`:
+  // the discards still pending (other ones over the same blocks included),
+  // as [start, end) ranges, from which the union is rebuilt over the range.
+  void Applied(uint64_t start, uint64_t count, const std::vector<std::pair<uint64_t, uint64_t>>& still);
   // Does a pending discard cover `block`?
   bool Covers(uint64_t block) const {
     if (ranges_.empty()) return false;
