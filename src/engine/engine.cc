@@ -54,6 +54,7 @@
 
 #include "engine/block_index.h"
 #include "engine/read_stager.h"
+#include "engine/writeback_unit.h"
 #include "engine/zero_map.h"
 #include "journal/journal.h"
 #include "log/log_reader.h"
@@ -117,12 +118,7 @@ void CopySectors(uint8_t* dst, const uint8_t* src, uint8_t mask) {
   }
 }
 
-// A discard logged at block `pos` of its segment and not yet punched.
-struct PendingDiscard {
-  uint64_t start;
-  uint64_t count;
-  uint32_t pos;
-};
+using wb::PendingDiscard;
 
 // Sets a claim flag (acquiring_, wb_running_) and clears it, waking the
 // waiters, on every way out of the scope. The engine's lock must be held at
@@ -1446,93 +1442,22 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     if (flushed) break;
     cv_.wait(mu_);
   }
-  struct Item {
-    uint64_t block;
-    uint32_t slot;
-    uint8_t mask;
-    bool dropped;
-    uint64_t order;  // log order inside the unit
-    size_t data;     // offset into the unit's read buffer
-    uint32_t crc;    // block_crcs_: what the block read from the cache must match
-  };
-  std::vector<Item> items;
-  struct Range {
-    uint32_t ring;
-    uint64_t id;
-    uint32_t from, to;  // blocks read from the cache
-    size_t data;
-  };
-  std::vector<Range> ranges;
-  struct Punch {
-    uint64_t start, count, order;
-  };
-  std::vector<Punch> punches;
-  std::vector<uint32_t> ends(ids.size());
-  size_t total = 0;
-  format::FlushPoint point;
-  point.cache_nonce = sb_.nonce;
-  for (size_t k = 0; k < ids.size(); k++) {
-    const uint32_t ring = RingSlot(ids[k]);
-    Segment& s = segs_[ring];
-    ends[k] = s.fill;
-    if (s.last_chunk_seq > point.chunk_seq) {
-      point.chunk_seq = s.last_chunk_seq;
-      point.segment_id = ids[k];
-      point.whole = s.sealed;
-      point.time_ms = s.last_ms;
-    }
-    for (const PendingDiscard& d : s.discards) punches.push_back({d.start, d.count, (k << 8) | d.pos});
-    uint32_t from = kBlocksPerSegment, to = 0;
-    size_t first_item = items.size();
-    for (uint32_t pos = s.applied; pos < s.fill; pos++) {
-      uint64_t w = slots_[ring * kBlocksPerSegment + pos];
-      // With a journal, every logged version (the unit must be exactly a
-      // prefix of the log); without, only what is still current.
-      bool take = journal_ ? SlotWord::Logged(w) : SlotWord::Valid(w) && SlotWord::Dirty(w);
-      if (!take) continue;
-      const uint32_t slot = ring * kBlocksPerSegment + pos;
-      items.push_back({SlotWord::Block(w), slot, SlotWord::Mask(w), false, (k << 8) | pos, 0,
-                       block_crcs_ ? crcs_[slot] : 0});
-      from = std::min(from, pos);
-      to = pos + 1;
-    }
-    if (items.size() == first_item) continue;
-    for (size_t i = first_item; i < items.size(); i++) {
-      items[i].data = total + size_t{items[i].slot % kBlocksPerSegment - from} * kBlockSize;
-    }
-    ranges.push_back({ring, ids[k], from, to, total});
-    total += size_t{to - from} * kBlockSize;
-    s.pins++;
+  std::vector<wb::SegmentView> views;
+  for (uint64_t id : ids) {
+    const uint32_t ring = RingSlot(id);
+    const Segment& s = segs_[ring];
+    views.push_back({id, ring, s.applied, s.fill, s.sealed, s.last_chunk_seq, s.last_ms, &s.discards});
   }
-  const uint64_t newest_seq = point.chunk_seq;
-  const std::vector<Item> taken = items;  // all of them are applied by this unit
-  // The unit's net effect: per block its last version, unless a discard
-  // later in the unit covers it (the punch comes first when applied).
-  std::stable_sort(items.begin(), items.end(),
-                   [](const Item& a, const Item& b) { return a.block < b.block; });
-  {
-    size_t n = 0;
-    for (size_t i = 0; i < items.size(); i++) {
-      if (i + 1 < items.size() && items[i + 1].block == items[i].block) continue;
-      items[n++] = items[i];
-    }
-    items.resize(n);
-  }
-  for (const Punch& p : punches) {
-    auto it = std::lower_bound(items.begin(), items.end(), p.start,
-                               [](const Item& a, uint64_t b) { return a.block < b; });
-    for (; it != items.end() && it->block < p.start + p.count; ++it) {
-      if (it->order < p.order) it->dropped = true;
-    }
-  }
+  wb::Plan plan = wb::BuildPlan(views, slots_, crcs_, sb_.nonce, journal_ != nullptr);
+  for (const wb::Range& r : plan.ranges) segs_[r.ring].pins++;
   mu_.unlock();
 
   // The unit must be durable in the cache before the backing changes: a
   // crash must not leave a replayed older (clean) copy over newer backing
   // data.
-  Status st = SyncTo(newest_seq);
-  AlignedBuffer data(total);
-  for (const Range& r : ranges) {
+  Status st = SyncTo(plan.point.chunk_seq);
+  AlignedBuffer data(plan.total);
+  for (const wb::Range& r : plan.ranges) {
     if (!st.ok()) break;
     st = cache_->ReadAt(format::SegmentBlockOffset(sb_, r.id, r.from), data.data() + r.data,
                         size_t{r.to - r.from} * kBlockSize);
@@ -1540,13 +1465,9 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   // What reaches the backing is verified first: a block that fails its
   // checksum stops the unit (nothing is applied, the block stays dirty),
   // or with accept_loss is left out (the backing keeps its older copy).
-  std::vector<Item> bad;
+  std::vector<wb::Item> bad;
   if (st.ok() && block_crcs_) {
-    for (Item& it : items) {
-      if (it.dropped || crc32c::Value(data.data() + it.data, kBlockSize) == it.crc) continue;
-      bad.push_back(it);
-      if (opts_.accept_loss) it.dropped = true;
-    }
+    bad = wb::CheckData(&plan.net, data.data(), opts_.accept_loss);
     if (!bad.empty() && !opts_.accept_loss) {
       st = Status::Corruption(std::to_string(bad.size()) +
                               " cached blocks do not match their checksum, the first at image offset " +
@@ -1554,33 +1475,9 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
                               "; they stay dirty and are not written back (see wbfs check)");
     }
   }
-  // Sorted by address, adjacent sectors merged into runs of up to 1 MiB.
+  AlignedBuffer out;
   journal::Unit unit;
-  unit.point = point;
-  size_t out_len = 0;
-  for (const Item& it : items) {
-    if (!it.dropped) out_len += size_t{static_cast<unsigned>(__builtin_popcount(it.mask))} * kSectorSize;
-  }
-  AlignedBuffer out(out_len);  // one allocation of the exact size (no regrowth)
-  size_t out_at = 0;
-  for (const Punch& p : punches) unit.punches.push_back({p.start * kBlockSize, p.count * kBlockSize});
-  for (const Item& it : items) {
-    if (it.dropped) continue;
-    for (uint32_t sec = 0; sec < kSectorsPerBlock; sec++) {
-      if (!(it.mask & (1u << sec))) continue;
-      uint64_t at = it.block * kBlockSize + sec * kSectorSize;
-      format::ByteRange* last = unit.runs.empty() ? nullptr : &unit.runs.back();
-      if (last != nullptr && last->offset + last->length == at && last->length < (1u << 20)) {
-        last->length += kSectorSize;
-      } else {
-        unit.runs.push_back({at, kSectorSize});
-      }
-      std::memcpy(out.data() + out_at, data.data() + it.data + sec * kSectorSize, kSectorSize);
-      out_at += kSectorSize;
-    }
-  }
-  unit.data = out.data();
-  unit.data_len = out_at;
+  if (st.ok()) unit = wb::Pack(plan, data.data(), &out);
   data.Reset(0);  // packed into `out`: not held through the (long) apply
   journal::FillPolicy fill;
   fill.max_gap = write_around() ? 0 : opts_.writeback_fill_gap;
@@ -1593,7 +1490,7 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   }
 
   mu_.lock();
-  for (const Item& it : bad) {
+  for (const wb::Item& it : bad) {
     (void)BadBlockLocked(CacheOffset(it.slot), it.block);
     if (opts_.accept_loss && st.ok() && SlotWord::Valid(slots_[it.slot])) {
       Log("accept_loss: writeback left image offset " + std::to_string(it.block * kBlockSize) +
@@ -1601,7 +1498,7 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
       InvalidateLocked(it.slot);
     }
   }
-  for (const Range& r : ranges) segs_[r.ring].pins--;
+  for (const wb::Range& r : plan.ranges) segs_[r.ring].pins--;
   cv_.notify_all();
   if (!st.ok() && journal_ && journal_->pending()) {
     redo_upto_ = ids.back();
@@ -1631,8 +1528,8 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   st_.backing_bytes_written += applied.bytes_written;
   st_.backing_fill_bytes += applied.bytes_filled;
   if (!empty) st_.nr_writeback_units++;
-  backing_point_ = point;
-  for (const Item& it : taken) {
+  backing_point_ = plan.point;
+  for (const wb::Item& it : plan.taken) {
     uint64_t w = slots_[it.slot];
     // A block rewritten meanwhile was invalidated here: its newer copy
     // stays dirty in a later slot.
@@ -1644,17 +1541,17 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   }
   for (size_t k = 0; k < ids.size(); k++) {
     Segment& s = segs_[RingSlot(ids[k])];
-    s.applied = ends[k];
+    s.applied = plan.ends[k];
     if (s.applied == s.fill) s.unapplied_ms = 0;
-    // Discards logged meanwhile sit after ends[k] (positions only grow).
+    // Discards logged meanwhile sit after plan.ends[k] (positions only grow).
     size_t n = 0;
     for (const PendingDiscard& d : s.discards) {
-      if (d.pos < ends[k]) continue;
+      if (d.pos < plan.ends[k]) continue;
       s.discards[n++] = d;
     }
     s.discards.resize(n);
   }
-  for (const Punch& p : punches) DiscardAppliedLocked(p.start, p.count);
+  for (const wb::Punch& p : plan.punches) DiscardAppliedLocked(p.start, p.count);
   for (uint64_t id : ids) {
     const Segment& s = segs_[RingSlot(id)];
     if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
