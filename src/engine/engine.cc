@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "engine/block_index.h"
+#include "engine/policy.h"
 #include "engine/read_stager.h"
 #include "engine/writeback_unit.h"
 #include "engine/zero_map.h"
@@ -343,7 +344,22 @@ class EngineImpl final : public Engine {
   uint64_t LastSealedIdLocked() const REQUIRES(mu_) {
     return cur_ >= 0 ? segs_[cur_].id - 1 : last_seg_id_;
   }
+  // The background thread: once a second it samples the backing's busy
+  // time; it runs sync_data_interval and update_sb_record_interval, stages
+  // read misses, and writes back when policy::Decide says so.
   void BackgroundMain() EXCLUDES(mu_);
+  using BgClock = std::chrono::steady_clock;
+  struct BackgroundClocks {
+    BgClock::time_point last_sample, last_sync, last_record;
+    uint64_t busy_prev = 0;  // the backing's BusyMillis at last_sample
+  };
+  // Sets util_ once a second.
+  void SampleBackingLocked(BgClock::time_point now, BackgroundClocks* c) REQUIRES(mu_);
+  // sync_data_interval: cuts the open chunk and syncs the cache. True when due.
+  bool PeriodicSyncLocked(BgClock::time_point now, BgClock::time_point* last) REQUIRES(mu_);
+  // update_sb_record_interval: records the log's tail. True when due.
+  bool RecordRefreshLocked(BgClock::time_point now, BgClock::time_point* last) REQUIRES(mu_);
+  policy::Inputs PolicyInputsLocked() const REQUIRES(mu_);
   Status SetTunable(const std::string& key, int64_t value) override EXCLUDES(mu_);
   void ClearStats() override EXCLUDES(mu_);
   void StartDropCaches() override EXCLUDES(mu_);
@@ -1728,86 +1744,29 @@ EngineStats EngineImpl::Stats() const {
 // log is free, whatever the load, so that writers seldom wait for room.
 // It also runs sync_data_interval and update_sb_record_interval.
 void EngineImpl::BackgroundMain() {
-  using Clock = std::chrono::steady_clock;
   Lock lk(mu_);
-  Clock::time_point last_sample = Clock::now(), last_sync = last_sample, last_record = last_sample;
-  uint64_t busy_prev = backing_->BusyMillis();
+  BackgroundClocks clocks;
+  clocks.last_sample = clocks.last_sync = clocks.last_record = BgClock::now();
+  clocks.busy_prev = backing_->BusyMillis();
+  // Every wait ends at once when Close() asks the thread to stop (a plain
+  // timed wait slept through that notify after a failed unit, and every
+  // close of a failing engine took a second).
+  const auto stop = [&]() REQUIRES(mu_) { return bg_stop_; };
   while (!bg_stop_) {
-    const Clock::time_point now = Clock::now();
-    if (now - last_sample >= std::chrono::seconds(1)) {
-      lk.unlock();
-      uint64_t busy = backing_->BusyMillis();
-      lk.lock();
-      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_sample).count();
-      util_ = std::min<int64_t>(100, static_cast<int64_t>(busy - busy_prev) * 100 / std::max<int64_t>(1, ms));
-      busy_prev = busy;
-      last_sample = now;
-    }
-    // Every wait ends at once when Close() asks the thread to stop (a
-    // plain timed wait slept through that notify after a failed unit, and
-    // every close of a failing engine took a second).
-    const auto stop = [&]() REQUIRES(mu_) { return bg_stop_; };
+    const BgClock::time_point now = BgClock::now();
+    SampleBackingLocked(now, &clocks);
     if (failed_) {
       cv_.wait_for(lk, std::chrono::seconds(1), stop);
       continue;
     }
-    if (tun_.sync_data_interval > 0 && now - last_sync >= std::chrono::seconds(tun_.sync_data_interval)) {
-      last_sync = now;
-      if (chunk_n_ > 0) CutChunkLocked();
-      uint64_t target = last_cut_seq_;
-      if (durable_seq_ < target && WaitFlushedLocked(target).ok()) {
-        lk.unlock();
-        (void)SyncTo(target);
-        lk.lock();
-      }
-      continue;
-    }
-    if (tun_.update_sb_record_interval > 0 &&
-        now - last_record >= std::chrono::seconds(tun_.update_sb_record_interval)) {
-      last_record = now;
-      if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(false);
-      continue;
-    }
+    if (PeriodicSyncLocked(now, &clocks.last_sync)) continue;
+    if (RecordRefreshLocked(now, &clocks.last_record)) continue;
     InjectStagedLocked(std::chrono::milliseconds(opts_.read_stage_delay_ms));
     if (force_drop_ && AllAppliedLocked()) force_drop_ = false;
-    const uint64_t sealed = LastSealedIdLocked();
-    const uint64_t used = last_seg_id_ - last_writeback_id_;
-    const int64_t threshold = tun_.writeback_threshold;
-    bool want = false;
-    bool drain = false;  // the segment being filled, too
-    uint64_t batch = BatchLocked();
-    if (force_drop_) {
-      want = true;
-    } else if (threshold > 0 && sealed > last_writeback_id_) {
-      // Water marks on free segments: below a quarter free, writeback runs
-      // whatever the backing's load until half the log is free again, so
-      // that it runs in long stretches well before writers wait for room.
-      const uint64_t free = nr_segments_ - std::min(used, nr_segments_);
-      if (free * 4 < nr_segments_) low_room_ = true;
-      else if (free * 2 >= nr_segments_) low_room_ = false;
-      want = util_ < threshold || low_room_;
-      // Only the water mark asks (the backing is busy): no further than it.
-      if (util_ >= threshold && low_room_) {
-        batch = std::max<uint64_t>(1, std::min(batch, used - std::min(used, nr_segments_ / 2)));
-      }
-    } else if (threshold > 0 && util_ < threshold) {
-      // Nothing sealed waits and the backing is idle: the changes in the
-      // segment being filled go too once the oldest is idle_drain_ms old
-      // (a little batching), so an idle system keeps nothing dirty long.
-      const uint64_t oldest = OldestUnappliedMsLocked();
-      drain = oldest != 0 && WallClockMs() >= oldest + opts_.idle_drain_ms;
-      want = drain;
-    }
-    // max_dirty_age: nothing stays only on the cache for longer.
-    bool too_old = false;
-    if (tun_.max_dirty_age > 0) {
-      uint64_t oldest = OldestUnappliedMsLocked();
-      too_old = oldest != 0 && WallClockMs() >= oldest + static_cast<uint64_t>(tun_.max_dirty_age) * 1000;
-      want = want || too_old;
-    }
-    if (want && !wb_running_ && MonotonicMs() >= wb_retry_at_ms_) {
-      Status st = force_drop_ || too_old || drain ? WritebackLocked(last_seg_id_, true, BatchLocked())
-                                         : WritebackLocked(sealed, false, batch);
+    const policy::Decision d = policy::Decide(PolicyInputsLocked(), &low_room_);
+    if (d.want && !wb_running_ && MonotonicMs() >= wb_retry_at_ms_) {
+      Status st = d.whole_log ? WritebackLocked(last_seg_id_, true, d.batch)
+                              : WritebackLocked(LastSealedIdLocked(), false, d.batch);
       if (!st.ok()) {
         // Retry later, backing off: the backing may be full until someone
         // frees space. (A success resets it, in WritebackLocked.)
@@ -1816,13 +1775,63 @@ void EngineImpl::BackgroundMain() {
       }
       continue;
     }
-    if (want && !wb_running_) {  // backing off: wait for the retry (or a new drop_caches)
+    if (d.want && !wb_running_) {  // backing off: wait for the retry (or a new drop_caches)
       const uint64_t left = wb_retry_at_ms_ - std::min(MonotonicMs(), wb_retry_at_ms_);
       cv_.wait_for(lk, std::chrono::milliseconds(std::min<uint64_t>(200, left)), stop);
       continue;
     }
-    cv_.wait_for(lk, std::chrono::milliseconds(want ? 10 : 200), stop);
+    cv_.wait_for(lk, std::chrono::milliseconds(d.want ? 10 : 200), stop);
   }
+}
+
+void EngineImpl::SampleBackingLocked(BgClock::time_point now, BackgroundClocks* c) {
+  if (now - c->last_sample < std::chrono::seconds(1)) return;
+  mu_.unlock();
+  const uint64_t busy = backing_->BusyMillis();
+  mu_.lock();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - c->last_sample).count();
+  util_ = std::min<int64_t>(100, static_cast<int64_t>(busy - c->busy_prev) * 100 / std::max<int64_t>(1, ms));
+  c->busy_prev = busy;
+  c->last_sample = now;
+}
+
+bool EngineImpl::PeriodicSyncLocked(BgClock::time_point now, BgClock::time_point* last) {
+  if (tun_.sync_data_interval <= 0 || now - *last < std::chrono::seconds(tun_.sync_data_interval)) return false;
+  *last = now;
+  if (chunk_n_ > 0) CutChunkLocked();
+  const uint64_t target = last_cut_seq_;
+  if (durable_seq_ < target && WaitFlushedLocked(target).ok()) {
+    mu_.unlock();
+    (void)SyncTo(target);
+    mu_.lock();
+  }
+  return true;
+}
+
+bool EngineImpl::RecordRefreshLocked(BgClock::time_point now, BgClock::time_point* last) {
+  if (tun_.update_sb_record_interval <= 0 ||
+      now - *last < std::chrono::seconds(tun_.update_sb_record_interval)) {
+    return false;
+  }
+  *last = now;
+  if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(false);
+  return true;
+}
+
+policy::Inputs EngineImpl::PolicyInputsLocked() const {
+  policy::Inputs in;
+  in.drop_caches = force_drop_;
+  in.threshold = tun_.writeback_threshold;
+  in.utilization = util_;
+  in.nr_segments = nr_segments_;
+  in.used = last_seg_id_ - last_writeback_id_;
+  in.sealed_waiting = LastSealedIdLocked() > last_writeback_id_;
+  in.batch = BatchLocked();
+  in.oldest_ms = OldestUnappliedMsLocked();
+  in.now_ms = WallClockMs();
+  in.idle_drain_ms = opts_.idle_drain_ms;
+  in.max_dirty_age_s = tun_.max_dirty_age;
+  return in;
 }
 
 Status EngineImpl::SetTunable(const std::string& key, int64_t value) {
