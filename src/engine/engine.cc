@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "engine/block_index.h"
+#include "engine/pieces.h"
 #include "engine/policy.h"
 #include "engine/read_stager.h"
 #include "engine/writeback_unit.h"
@@ -663,14 +664,11 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
     const int64_t threshold = tun_.read_cache_threshold;
     const bool stage = threshold > 0 && !failed_ && !closed_ &&
                        stager_.Track(off / kBlockSize, (off + len + kBlockSize - 1) / kBlockSize, threshold);
-    uint64_t pos = off;
-    size_t left = len;
-    while (left > 0) {
-      uint64_t block = pos / kBlockSize;
-      uint32_t lo = static_cast<uint32_t>(pos % kBlockSize);
-      uint32_t hi = static_cast<uint32_t>(std::min<uint64_t>(kBlockSize, lo + left));
-      uint8_t* dst = out + (pos - off);
-      unsigned stat = (lo == 0 && hi == kBlockSize) ? kStatFull : 0;
+    for (Pieces p(off, len); !p.done(); p.Next()) {
+      const uint64_t block = p.block();
+      const uint32_t lo = p.lo(), hi = p.hi();
+      uint8_t* dst = out + p.at();
+      unsigned stat = p.whole() ? kStatFull : 0;
       uint32_t slot = index_.Find(block);
       const bool zeroed = zeros_.Covers(block);  // a pending discard: not the backing's data
       if (slot == BlockIndex::kNone) {
@@ -718,8 +716,6 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
         }
       }
       st_.stat[stat]++;
-      pos += hi - lo;
-      left -= hi - lo;
     }
   }
   Status result;
@@ -837,18 +833,12 @@ Status EngineImpl::Write(uint64_t off, const void* buf, size_t len) {
   if (!stager_.empty()) {
     stager_.CancelRange(off / kBlockSize, (off + len + kBlockSize - 1) / kBlockSize - off / kBlockSize);
   }
-  uint64_t pos = off;
-  size_t left = len;
-  while (left > 0) {
-    uint64_t block = pos / kBlockSize;
-    uint32_t lo = static_cast<uint32_t>(pos % kBlockSize);
-    uint32_t hi = static_cast<uint32_t>(std::min<uint64_t>(kBlockSize, lo + left));
+  for (Pieces p(off, len); !p.done();) {
     bool retry = false;
-    WBFS_RETURN_IF_ERROR(WriteBlockLocked(block, lo, hi, src + (pos - off), &pre, &retry));
-    if (retry) continue;
+    WBFS_RETURN_IF_ERROR(WriteBlockLocked(p.block(), p.lo(), p.hi(), src + p.at(), &pre, &retry));
+    if (retry) continue;  // the lock was dropped: the same piece again
     pre.valid = false;
-    pos += hi - lo;
-    left -= hi - lo;
+    p.Next();
   }
   st_.user_bytes_written += len;
   return Status::OK();
@@ -1051,10 +1041,8 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
     return a < b ? Write(a, zeros.data(), static_cast<size_t>(b - a)) : Status::OK();
   };
   if (fb0 >= fb1) {
-    for (uint64_t a = off; a < off + len;) {
-      uint64_t b = std::min(off + len, (a / kBlockSize + 1) * kBlockSize);
-      WBFS_RETURN_IF_ERROR(zero(a, b));
-      a = b;
+    for (Pieces p(off, len); !p.done(); p.Next()) {
+      WBFS_RETURN_IF_ERROR(zero(off + p.at(), off + p.at() + (p.hi() - p.lo())));
     }
     return Status::OK();
   }
