@@ -1,10 +1,15 @@
 // Writeback: order, merging, waiting writers, the superblock record.
 #include <doctest/doctest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,6 +49,30 @@ struct WbRig {
     std::memcpy(model.data() + off, b.data(), len);
   }
 };
+
+// Polls `cond` (every 100 us, for up to 20 s): whether it came true.
+template <typename F>
+bool WaitFor(F cond) {
+  for (int i = 0; i < 200000; i++) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return false;
+}
+
+// Whether thread `tid` of this process is asleep in the kernel (state S:
+// here, a futex wait) on `n` polls in a row, 100 us apart: parked, not
+// passing through a briefly contended lock.
+bool ParkedFor(pid_t tid, int n) {
+  for (int i = 0; i < n; i++) {
+    std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t p = stat.rfind(')');  // the name may hold spaces and parentheses
+    if (p == std::string::npos || p + 2 >= stat.size() || stat[p + 2] != 'S') return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -236,17 +265,39 @@ TEST_CASE("a writer waiting on a full log gets a unit of the full batch, not one
 TEST_CASE("two writebacks at once do not build the same unit twice") {
   // Both cut the open chunk and wait for it to reach the cache; the second
   // must wait for the first unit, not write the same blocks back again.
+  // The disks' writes are gates the test opens, so that the order is fixed
+  // and no sleep decides it: A's chunk is held at the cache's gate (A waits
+  // for its flush); B starts and parks; the cache's gate opens and A's unit
+  // is held at the backing's gate, where a B that built the unit too would
+  // arrive as well; B is seen parked again, and the backing's gate opens.
   WbRig r(2 << 20, 8 << 20);
   r.Open();
   r.Write(0, 64 * 4096);  // contiguous: one run, no gap filling
   r.cache->Pause();
+  r.backing->Pause();
   std::thread a([&] { CHECK(r.e->WritebackAll().ok()); });
-  std::thread b([&] { CHECK(r.e->WritebackAll().ok()); });
-  for (int i = 0; i < 200 && r.cache->WaitingWrites() == 0; i++) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let both reach their wait
+  // The flusher writes A's chunk only once A released the engine's lock to
+  // wait for it: from then on A is parked in its unit.
+  REQUIRE(WaitFor([&] { return r.cache->WaitingWrites() > 0; }));
+  std::atomic<pid_t> b_tid{0};
+  std::thread b([&] {
+    b_tid = static_cast<pid_t>(syscall(SYS_gettid));
+    CHECK(r.e->WritebackAll().ok());
+  });
+  REQUIRE(WaitFor([&] { return b_tid.load() != 0; }));
+  // B parked too (nothing holds the engine's lock now: A and the flusher
+  // wait, so a B that sleeps waits on the engine's condition variable).
+  REQUIRE(WaitFor([&] { return ParkedFor(b_tid.load(), 20); }));
+  CHECK(r.cache->WaitingWrites() == 1);  // A's chunk, still at the gate
   r.cache->Resume();
+  // A's unit reaches the backing and stops there, holding no lock. B is
+  // woken by the flush; it parks again, either waiting for A's unit (right)
+  // or at the backing's gate with the same unit (the bug: nothing else
+  // would stop it on the way).
+  REQUIRE(WaitFor([&] { return r.backing->WaitingWrites() > 0; }));
+  REQUIRE(WaitFor([&] { return ParkedFor(b_tid.load(), 20); }));
+  CHECK(r.backing->WaitingWrites() == 1);  // A's unit alone
+  r.backing->Resume();
   a.join();
   b.join();
   CHECK(r.e->Stats().backing_bytes_written == 64 * 4096);
