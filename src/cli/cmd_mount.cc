@@ -14,15 +14,16 @@
 #include <boost/program_options.hpp>
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/control.h"
 #include "ctl/ctl.h"
+#include "ctl/protocol.h"
 #include "fuse/frontend.h"
 #include "util/clock.h"
 #include "wbfs/device.h"
@@ -215,16 +216,15 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   // A waiting `wbfs umount` learns how the daemon ended.
   if (!cs.ok()) {
     Log(LOG_ERR, "closing the cache: " + cs.message());
-    server.Stop(nlohmann::json{{"exit", kExitFailure},
-                               {"error", ctl::TextForJson("closing the cache: " + cs.message())}}.dump());
+    server.Stop(ctl::FarewellReply(kExitFailure, "closing the cache: " + cs.message()));
     return kExitFailure;
   }
   Log(LOG_INFO, "unmounted " + c.mountpoint + "; cache closed cleanly");
   if (!st.ok()) {
-    server.Stop(nlohmann::json{{"exit", kExitFailure}, {"error", ctl::TextForJson(st.message())}}.dump());
+    server.Stop(ctl::FarewellReply(kExitFailure, st.message()));
     return kExitFailure;
   }
-  server.Stop(nlohmann::json{{"exit", kExitOk}}.dump());
+  server.Stop(ctl::FarewellReply(kExitOk));
   return kExitOk;
 }
 
@@ -277,19 +277,18 @@ int CmdMountHelper(const std::vector<std::string>& args) {
 }
 
 int CmdMount(const std::vector<std::string>& args) {
-  po::options_description desc(
-      "usage: wbfs mount [--config FILE] [--backing PATH] [--cache PATH]\n"
-      "                  [-o KEY=VALUE[,KEY=VALUE...]]... [-f] [--allow-other]\n"
-      "                  [--accept-loss] [MOUNTPOINT]\n"
-      "\n"
-      "Mounts the image: MOUNTPOINT/image (or image_name) is the backing file as\n"
-      "seen through the cache. A zeroed cache is formatted; a wbfs cache is\n"
-      "replayed. -o takes any config-file key (backing, cache, journal, image_name,\n"
-      "allow_other and the tunables); the command line overrides the file.\n"
-      "\n"
-      "options");
-  desc.add_options()("help,h", "show this help")(
-      "config,c", po::value<std::string>(), "JSON config file (see wbfs.json(5))")(
+  // MOUNTPOINT may also come from the config file; several are refused below.
+  CommandLine cl("mount",
+                 "usage: wbfs mount [--config FILE] [--backing PATH] [--cache PATH]\n"
+                 "                  [-o KEY=VALUE[,KEY=VALUE...]]... [-f] [--allow-other]\n"
+                 "                  [--accept-loss] [MOUNTPOINT]\n"
+                 "\n"
+                 "Mounts the image: MOUNTPOINT/image (or image_name) is the backing file as\n"
+                 "seen through the cache. A zeroed cache is formatted; a wbfs cache is\n"
+                 "replayed. -o takes any config-file key (backing, cache, journal, image_name,\n"
+                 "allow_other and the tunables); the command line overrides the file.\n",
+                 0, SIZE_MAX);
+  cl.Options()("config,c", po::value<std::string>(), "JSON config file (see wbfs.json(5))")(
       "backing", po::value<std::string>(), "backing file or block device (HDD)")(
       "cache", po::value<std::string>(), "cache file or block device (SSD)")(
       "option,o", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE[,KEY=VALUE...]")(
@@ -301,27 +300,11 @@ int CmdMount(const std::vector<std::string>& args) {
       "accept-loss", po::bool_switch(),
       "mount a cache that lost synced data: write back what survives (a block that fails its "
       "checksum is skipped) and roll the image back to the last intact flush point");
-  po::options_description hidden;
-  hidden.add_options()("mountpoint", po::value<std::vector<std::string>>(), "");
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("mountpoint", -1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return Fail(kExitUsage, std::string("mount: ") + e.what() + "; see 'wbfs mount --help'");
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return kExitOk;
-  }
+  if (int rc = cl.Parse(args); rc >= 0) return rc;
   MountConfig c;
   std::vector<std::string> items;  // every -o item, in order
-  if (vm.count("option")) {
-    for (const std::string& group : vm["option"].as<std::vector<std::string>>()) {
+  if (cl.Has("option")) {
+    for (const std::string& group : cl.Get<std::vector<std::string>>("option")) {
       size_t start = 0;
       while (start <= group.size()) {
         size_t comma = group.find(',', start);
@@ -332,7 +315,7 @@ int CmdMount(const std::vector<std::string>& args) {
       }
     }
   }
-  std::string config = vm.count("config") ? vm["config"].as<std::string>() : "";
+  std::string config = cl.Has("config") ? cl.Get<std::string>("config") : "";
   for (const std::string& item : items) {
     if (item.rfind("config=", 0) == 0) config = item.substr(7);
   }
@@ -348,23 +331,23 @@ int CmdMount(const std::vector<std::string>& args) {
     Status st = ApplyOption(item, &c);
     if (!st.ok()) return Fail(kExitUsage, st.message());
   }
-  if (vm.count("backing")) c.backing = vm["backing"].as<std::string>();
-  if (vm.count("cache")) c.cache = vm["cache"].as<std::string>();
-  if (vm["allow-other"].as<bool>()) c.allow_other = true;
-  c.accept_loss = vm["accept-loss"].as<bool>();
-  if (vm.count("journal")) c.journal = vm["journal"].as<std::string>();
-  if (vm["no-journal"].as<bool>()) {
-    if (vm.count("journal") && c.journal != "none") {
+  if (cl.Has("backing")) c.backing = cl.Get<std::string>("backing");
+  if (cl.Has("cache")) c.cache = cl.Get<std::string>("cache");
+  if (cl.Get<bool>("allow-other")) c.allow_other = true;
+  c.accept_loss = cl.Get<bool>("accept-loss");
+  if (cl.Has("journal")) c.journal = cl.Get<std::string>("journal");
+  if (cl.Get<bool>("no-journal")) {
+    if (cl.Has("journal") && c.journal != "none") {
       return Fail(kExitUsage, "mount: --journal and --no-journal contradict each other");
     }
     c.journal = "none";
   }
-  if (vm.count("mountpoint")) {
-    const auto& mps = vm["mountpoint"].as<std::vector<std::string>>();
+  if (!cl.words().empty()) {
+    const auto& mps = cl.words();
     if (mps.size() > 1) return Fail(kExitUsage, "mount: give one MOUNTPOINT, not " + std::to_string(mps.size()));
     c.mountpoint = mps[0];
   }
-  g_foreground = vm["foreground"].as<bool>();
+  g_foreground = cl.Get<bool>("foreground");
   Status st = Validate(c);
   if (!st.ok()) return Fail(kExitUsage, st.message());
   st = ResolveFile("backing", &c.backing);

@@ -6,41 +6,38 @@
 
 #include <cerrno>
 #include <cstring>
-#include <iostream>
-#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/config.h"
-#include "ctl/ctl.h"
+#include "cli/control.h"
 
 namespace wbfs::cli {
 
 int CmdUmount(const std::vector<std::string>& args) {
-  const char* usage =
-      "usage: wbfs umount MOUNTPOINT\n"
-      "       wbfs umount --config FILE     (the config file's mountpoint)\n"
-      "\n"
-      "Unmounts a wbfs mount and waits until the daemon has sealed its RAM buffer,\n"
-      "made the cache durable and recorded the superblock. Dirty data stays in\n"
-      "the cache for the next mount. 'fusermount3 -u' and 'umount' are as safe,\n"
-      "but return before the daemon has finished. Exits 1 if the daemon could not\n"
-      "close the cache cleanly. A mount that is not fuse.wbfs is refused.\n";
-  if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
-    std::cout << usage;
-    return kExitOk;
-  }
+  CommandLine cl("umount",
+                 "usage: wbfs umount MOUNTPOINT\n"
+                 "       wbfs umount --config FILE     (the config file's mountpoint)\n"
+                 "\n"
+                 "Unmounts a wbfs mount and waits until the daemon has sealed its RAM buffer,\n"
+                 "made the cache durable and recorded the superblock. Dirty data stays in\n"
+                 "the cache for the next mount. 'fusermount3 -u' and 'umount' are as safe,\n"
+                 "but return before the daemon has finished. Exits 1 if the daemon could not\n"
+                 "close the cache cleanly. A mount that is not fuse.wbfs is refused.\n",
+                 0, 1);
+  cl.Options()("config", boost::program_options::value<std::string>()->value_name("FILE"),
+               "the JSON config file whose mountpoint to unmount");
+  if (int rc = cl.Parse(args); rc >= 0) return rc;
+  if (cl.Has("config") == !cl.words().empty()) return cl.UsageError();  // one or the other
   std::string target;
-  if (args.size() == 2 && args[0] == "--config") {
+  if (cl.Has("config")) {
+    const std::string& file = cl.Get<std::string>("config");
     MountConfig c;
-    Status st = LoadConfigFile(args[1], &c);
+    Status st = LoadConfigFile(file, &c);
     if (!st.ok()) return Fail(kExitUsage, st.message());
-    if (c.mountpoint.empty()) return Fail(kExitUsage, "config file " + args[1] + ": no \"mountpoint\"");
+    if (c.mountpoint.empty()) return Fail(kExitUsage, "config file " + file + ": no \"mountpoint\"");
     target = c.mountpoint;
-  } else if (args.size() == 1 && !args[0].empty() && args[0][0] != '-') {
-    target = args[0];
   } else {
-    std::cerr << usage;
-    return kExitUsage;
+    target = cl.words()[0];
   }
   const std::string mp = MountpointPath(target);
   if (!IsMountPoint(mp)) return Fail(kExitFailure, mp + " is not mounted");
@@ -72,10 +69,9 @@ int CmdUmount(const std::vector<std::string>& args) {
     }
   }
   if (!live) return kExitOk;
-  const std::string farewell = client.WaitForExit();
-  nlohmann::json j = nlohmann::json::parse(farewell, nullptr, false);
-  if (j.is_object() && j.contains("exit") && j["exit"].is_number_integer() && j["exit"].get<int64_t>() != 0) {
-    std::string why = j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>() : "";
+  const auto farewell = ctl::DecodeFarewell(client.WaitForExit());
+  if (farewell && farewell->exit != 0) {
+    const std::string& why = farewell->error;
     return Fail(kExitFailure, mp + " is unmounted, but the daemon failed" + (why.empty() ? "" : ": " + why) +
                                   " (see its log)");
   }

@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "ctl/protocol.h"
+
 namespace wbfs::ctl {
 namespace {
 
@@ -236,12 +238,12 @@ void Server::Serve(Conn* c) {
     try {
       reply = handler_(req);
     } catch (...) {
-      reply = R"({"error":"internal error while handling the request"})";
+      reply = ErrorReply("internal error while handling the request");
     }
     c->out += reply + "\n";
   }
   if (!c->closing && c->in.find('\n') == std::string::npos && c->in.size() > kMaxRequest) {
-    c->out += R"({"error":"request too long"})" "\n";
+    c->out += ErrorReply("request too long") + "\n";
     c->in.clear();
     c->closing = true;
   }
@@ -302,8 +304,8 @@ void Server::Loop() {
             (cred.uid != 0 && cred.uid != ::geteuid())) {
           ::close(fd);
         } else if (conns.size() >= kMaxClients) {
-          const char* msg = R"({"error":"too many control connections; try again later"})" "\n";
-          (void)!::send(fd, msg, std::strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+          const std::string msg = ErrorReply("too many control connections; try again later") + "\n";
+          (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
           ::close(fd);
         } else {
           conns.push_back(Conn{fd, "", "", false});

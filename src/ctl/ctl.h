@@ -1,7 +1,8 @@
 // The control channel between the CLI and a running daemon: a Unix socket
 // whose path derives from the mountpoint, so the mount itself shows only
-// the image. One request line, one JSON reply line; the connection then
-// stays open until the daemon exits, which lets `wbfs umount` wait for it.
+// the image. One request line, one JSON reply line (what they hold: see
+// protocol.h); the connection then stays open until the daemon exits, which
+// lets `wbfs umount` wait for it.
 //
 // Socket directory: /run/wbfs for root, else $XDG_RUNTIME_DIR/wbfs (or
 // /tmp/wbfs-UID), mode 0700; the socket is 0600 and the daemon also checks

@@ -1,12 +1,16 @@
-// libFuzzer target: both ends of the control protocol (src/ctl/ctl.h).
-// Must never crash, hang or allocate without bound.
+// libFuzzer target: both ends of the control protocol (src/ctl/protocol.h
+// over src/ctl/ctl.h). Must never crash, hang or allocate without bound.
 //
 // Input: the first byte picks the end, the rest is what arrives there.
 //   0: request lines for the daemon's handler (HandleControlRequest, on an
 //      engine over memory disks): every reply must be one line of valid
-//      UTF-8 holding a JSON object.
-//   1: a reply line for the CLI's status reader (PrintStatusReply, text and
-//      --json): any bytes are either printed or refused with a message.
+//      UTF-8 holding a JSON object, which the CLI's decoders read back (a
+//      status as a StatusReply); a request that parses is encoded back to
+//      itself.
+//   1: a reply line for the CLI's readers (PrintStatusReply, text and
+//      --json; DecodeReply, DecodeFarewell): any bytes are either read or
+//      refused with a message; a status that decodes encodes to one that
+//      decodes to the same.
 //   2: a path for the JSON helpers: TextForJson must give valid UTF-8, the
 //      _hex twin must give the bytes back, and the strict integer parser
 //      must agree with strtoll on what it accepts.
@@ -22,6 +26,7 @@
 
 #include "cli/control.h"
 #include "ctl/ctl.h"
+#include "ctl/protocol.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -80,14 +85,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         nlohmann::json j = nlohmann::json::parse(reply, nullptr, false);
         Check(j.is_object(), "a reply is not a JSON object");
         // The CLI reads what the daemon wrote.
-        if (req == "status") Check(cli::PrintStatusReply(reply, false, d.null) == 0, "status unreadable");
+        auto parsed = ctl::ParseRequest(req);
+        if (!parsed.ok()) {
+          Check(ctl::DecodeReply(reply).code() == Status::Code::kInvalidArgument,
+                "a refused request's reply does not read as an error");
+          continue;
+        }
+        auto again = ctl::ParseRequest(ctl::EncodeRequest(parsed.value()));
+        Check(again.ok() && ctl::EncodeRequest(again.value()) == ctl::EncodeRequest(parsed.value()),
+              "a request does not encode back to itself");
+        if (parsed.value().verb == ctl::Verb::kStatus) {
+          Check(ctl::DecodeStatus(reply).ok(), "status undecodable");
+          Check(cli::PrintStatusReply(reply, false, d.null) == 0, "status unreadable");
+        } else if (parsed.value().verb != ctl::Verb::kSet) {
+          Check(ctl::DecodeReply(reply).ok(), "a reply reads as an error");
+        }
       }
       break;
     }
-    case 1:
+    case 1: {
       (void)cli::PrintStatusReply(body, false, d.null);
       (void)cli::PrintStatusReply(body, true, d.null);
+      (void)ctl::DecodeReply(body);
+      (void)ctl::DecodeFarewell(body);
+      auto st = ctl::DecodeStatus(body);
+      if (st.ok()) {
+        const std::string line = ctl::EncodeStatus(st.value());
+        auto back = ctl::DecodeStatus(line);
+        Check(back.ok(), "a decoded status does not decode again");
+        Check(ctl::EncodeStatus(back.value()) == line, "a status changes in a round trip");
+      }
       break;
+    }
     case 2: {
       Check(ctl::IsValidUtf8(ctl::TextForJson(body)), "TextForJson gave invalid UTF-8");
       nlohmann::json j;
