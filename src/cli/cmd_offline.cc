@@ -129,6 +129,19 @@ int ParseCacheCommand(const std::vector<std::string>& args, const char* cmd, con
   return -1;
 }
 
+// Why `dump --segment` stopped where it did.
+std::string DumpEndText(const log::SegmentDump& d) {
+  switch (d.stop) {
+    case log::WalkStop::kSegmentEnd: return "segment full";
+    case log::WalkStop::kUnwritten: return "unwritten block";
+    case log::WalkStop::kBadHeader: return d.detail;
+    case log::WalkStop::kOtherFormat: return "a chunk of another format";
+    case log::WalkStop::kOtherSlot:
+      return "the slot holds segment " + std::to_string(d.other_segment) + " (another lap)";
+    default: return log::WalkStopName(d.stop);
+  }
+}
+
 std::string MaskBits(uint8_t m) {
   std::string s;
   for (int i = 0; i < 8; i++) s += (m >> i) & 1 ? '1' : '0';
@@ -206,7 +219,7 @@ int CmdCheck(const std::vector<std::string>& args) {
                   "%llu pending discards\n",
                   static_cast<unsigned long long>(r.nr_cached_blocks),
                   static_cast<unsigned long long>(r.nr_dirty_cache_blocks),
-                  HumanBytes(r.nr_dirty_cache_blocks * 4096).c_str(),
+                  HumanBytes(r.dirty_bytes).c_str(),
                   static_cast<unsigned long long>(r.nr_pending_discards));
     }
     for (const auto& p : r.problems) {
@@ -262,22 +275,18 @@ int CmdDump(const std::vector<std::string>& args) {
                          {"cache_size", sb.cache_size}, {"nonce", sb.nonce},
                          {"format_time", sb.format_time}};
     out["records"] = json::array();
-    AlignedBuffer block(format::kBlockSize);
     for (int slot = 0; slot < 2; slot++) {
-      if (!cache.ReadAt(format::kRecordOffsets[slot], block.data(), format::kBlockSize).ok()) {
-        return Fail(kExitFailure, "dump: cannot read record " + std::to_string(slot));
-      }
-      format::Record r;
-      Status rs = format::DecodeRecord(block.data(), &r);
-      json jr = {{"slot", slot}, {"offset", format::kRecordOffsets[slot]}, {"valid", rs.ok()},
+      const log::RecordSlot& rs = meta.records.slot[static_cast<size_t>(slot)];
+      const format::Record& r = rs.record;
+      json jr = {{"slot", slot}, {"offset", rs.offset}, {"valid", rs.status.ok()},
                  {"in_use", slot == meta.record_slot}};
-      if (rs.ok()) {
+      if (rs.status.ok()) {
         jr.update({{"seq", r.seq}, {"clean_unmount", (r.flags & format::kRecordClean) != 0},
                    {"tail_segment_id", r.tail_segment_id}, {"tail_chunk_seq", r.tail_chunk_seq},
                    {"tail_prev_crc", r.tail_prev_crc}, {"last_writeback_id", r.last_writeback_id},
                    {"durable_seq", r.durable_seq}});
       } else {
-        jr["error"] = rs.message();
+        jr["error"] = rs.status.message();
       }
       out["records"].push_back(jr);
     }
@@ -286,29 +295,14 @@ int CmdDump(const std::vector<std::string>& args) {
     out["segment"] = seg_id;
     out["offset"] = format::SegmentBlockOffset(sb, seg_id, 0);
     out["chunks"] = json::array();
-    AlignedBuffer block(format::kBlockSize);
-    format::ChunkHeader h;
-    uint32_t pos = 0;
-    std::string stop;
-    while (format::ChunkFits(pos)) {
-      uint64_t off = format::SegmentBlockOffset(sb, seg_id, pos);
-      if (!cache.ReadAt(off, block.data(), format::kBlockSize).ok()) {
-        return Fail(kExitFailure, "dump: cannot read offset " + std::to_string(off));
-      }
-      Status hs = format::DecodeChunkHeader(block.data(), sb.backing_size / format::kBlockSize, &h);
-      if (!hs.ok()) {
-        stop = format::IsZero(block.data(), format::kBlockSize) ? "unwritten block" : hs.message();
-        break;
-      }
-      if (h.nonce != sb.nonce) {
-        stop = "a chunk of another format";
-        break;
-      }
-      if (h.segment_id != seg_id || h.offset != pos) {
-        stop = "the slot holds segment " + std::to_string(h.segment_id) + " (another lap)";
-        break;
-      }
-      json c = {{"offset", off}, {"block", pos}, {"seq", h.seq}, {"epoch", h.epoch},
+    log::SegmentDump d;
+    uint64_t err_at = 0;
+    if (!log::DumpSegment(cache, sb, seg_id, &d, &err_at).ok()) {
+      return Fail(kExitFailure, "dump: cannot read offset " + std::to_string(err_at));
+    }
+    for (const log::SegmentDump::Chunk& dc : d.chunks) {
+      const format::ChunkHeader& h = dc.header;
+      json c = {{"offset", dc.offset}, {"block", h.offset}, {"seq", h.seq}, {"epoch", h.epoch},
                 {"nr_blocks", h.nr_blocks}, {"nr_extents", h.nr_extents}, {"flags", h.flags},
                 {"header_crc", h.header_crc}, {"data_crc", h.data_crc}, {"prev_crc", h.prev_crc},
                 {"durable_seq", h.durable_seq}};
@@ -326,14 +320,8 @@ int CmdDump(const std::vector<std::string>& args) {
         c["extents"].push_back({{"start", x.start}, {"count", x.count}, {"kind", kinds[x.kind]}});
       }
       out["chunks"].push_back(c);
-      format::Position next = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
-      if (next.segment_id != seg_id) {
-        stop = "segment full";
-        break;
-      }
-      pos = next.block;
     }
-    out["end"] = stop;
+    out["end"] = DumpEndText(d);
   }
   if (js) {
     std::cout << out.dump() << "\n";
@@ -402,7 +390,7 @@ int CmdFormat(const std::vector<std::string>& args) {
   }
   if (!force && (r.nr_dirty_cache_blocks > 0 || r.nr_pending_discards > 0)) {
     return Fail(kExitFailure, a.pos[0] + " holds " + std::to_string(r.nr_dirty_cache_blocks) +
-                                  " dirty blocks (" + HumanBytes(r.nr_dirty_cache_blocks * 4096) +
+                                  " dirty blocks (" + HumanBytes(r.dirty_bytes) +
                                   ") and " + std::to_string(r.nr_pending_discards) +
                                   " discards that are not on the backing; run 'wbfs writeback' "
                                   "first, or use --force to discard them");
@@ -459,6 +447,11 @@ int CmdWriteback(const std::vector<std::string>& args) {
     }
     return OpenFail(cache.status());
   }
+  // Read before the engine takes the device: a blank cache has nothing to
+  // write back (the engine refuses it, after applying an interrupted
+  // journal unit).
+  log::CacheMeta cmeta;
+  const bool blank = log::ReadCacheMeta(*cache.value(), &cmeta).ok() && cmeta.blank;
   std::string warning;
   bool created = false;
   auto journal = OpenJournalFor(a.Value("--journal"), AbsolutePath(bpath), AbsolutePath(cpath),
@@ -474,14 +467,15 @@ int CmdWriteback(const std::vector<std::string>& args) {
                              std::move(journal.value()));
   if (!engine.ok()) {
     if (created) ::unlink(JournalPath(a.Value("--journal"), AbsolutePath(bpath)).c_str());
-    if (engine.status().message().find("is not formatted") != std::string::npos) {
+    if (blank && engine.status().code() == Status::Code::kInvalidArgument) {
       std::printf("%s is blank: nothing to write back\n", cpath.c_str());
       return kExitOk;
     }
     return Fail(kExitFailure, "writeback: " + engine.status().message());
   }
   Engine* e = engine.value().get();
-  const uint64_t total = e->Stats().nr_dirty_cache_blocks;
+  const EngineStats before = e->Stats();
+  const uint64_t total = before.dirty_bytes;
   struct sigaction sa {};
   sa.sa_handler = OnStop;
   sigaction(SIGINT, &sa, nullptr);
@@ -502,17 +496,17 @@ int CmdWriteback(const std::vector<std::string>& args) {
       stopping = true;
       (void)e->Close();  // stops the batch in flight at once; the log stays valid
     }
-    const uint64_t left = e->Stats().nr_dirty_cache_blocks;
+    const uint64_t left = e->Stats().dirty_bytes;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double rate = secs > 0 ? static_cast<double>(total - std::min(total, left)) * 4096 / secs : 0;
+    const double rate = secs > 0 ? static_cast<double>(total - std::min(total, left)) / secs : 0;
     if (tty) {
       int filled = total ? static_cast<int>(30 * (total - std::min(total, left)) / total) : 30;
       std::printf("\r\033[Kwriteback [%s%s] %s left, %s/s", std::string(filled, '#').c_str(),
-                  std::string(30 - filled, '.').c_str(), HumanBytes(left * 4096).c_str(),
+                  std::string(30 - filled, '.').c_str(), HumanBytes(left).c_str(),
                   HumanBytes(static_cast<uint64_t>(rate)).c_str());
       std::fflush(stdout);
     } else if (std::chrono::steady_clock::now() - last >= std::chrono::seconds(5)) {
-      std::printf("writeback: %s left\n", HumanBytes(left * 4096).c_str());
+      std::printf("writeback: %s left\n", HumanBytes(left).c_str());
       std::fflush(stdout);
       last = std::chrono::steady_clock::now();
     }
@@ -521,7 +515,7 @@ int CmdWriteback(const std::vector<std::string>& args) {
   if (tty) std::printf("\r\033[K");
   if (stopping) {
     std::printf("writeback: interrupted with %s left; run it again to finish\n",
-                HumanBytes(e->Stats().nr_dirty_cache_blocks * 4096).c_str());
+                HumanBytes(e->Stats().dirty_bytes).c_str());
     return 130;
   }
   if (!wst.ok()) return Fail(kExitFailure, "writeback: " + wst.message());
@@ -529,7 +523,8 @@ int CmdWriteback(const std::vector<std::string>& args) {
   if (!cs.ok()) return Fail(kExitFailure, "writeback: " + cs.message());
   std::printf("writeback: %llu dirty blocks (%s) written; the cache is clean and %s alone is "
               "the image\n",
-              static_cast<unsigned long long>(total), HumanBytes(total * 4096).c_str(), bpath.c_str());
+              static_cast<unsigned long long>(before.nr_dirty_cache_blocks), HumanBytes(total).c_str(),
+              bpath.c_str());
   return kExitOk;
 }
 

@@ -60,6 +60,7 @@
 #include "engine/zero_map.h"
 #include "journal/journal.h"
 #include "log/log_reader.h"
+#include "log/replay.h"
 #include "util/aligned_buffer.h"
 #include "util/clock.h"
 #include "util/crc32c.h"
@@ -494,50 +495,55 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
   }
   const uint64_t open_ms = WallClockMs();
   if (!formatted) {
+    // The fold's rules (punched markers, what the journal applied, which
+    // copy is newest) are log/replay.h's; this keeps the index and the
+    // segments' bookkeeping.
     uint32_t prev_crc = meta.record.tail_prev_crc;
-    for (const log::ChunkInfo& c : scan->chunks) {
-      uint32_t ring = RingSlot(c.segment_id);
-      Segment& s = segs_[ring];
-      if (s.id != c.segment_id) {
-        s = Segment();
-        s.id = c.segment_id;
-        s.first_chunk_seq = c.seq;
-        s.first_prev_crc = prev_crc;
-        s.sealed = true;
-      }
-      prev_crc = c.header_crc;
-      s.last_chunk_seq = c.seq;
-      s.last_ms = c.time_ms != 0 ? c.time_ms : open_ms;
-      const bool applied = c.seq <= done;
-      bool changes = false;
-      for (uint32_t i = 0; i < c.nr_extents; i++) {
-        const format::Extent& x = scan->extents[c.first_extent + i];
-        if (x.kind == format::kExtentPunched) continue;  // an old marker: nothing to do
-        InvalidateRangeLocked(x.start, x.count);
-        if (x.kind == format::kExtentDiscard && !applied) {
-          AddPendingDiscardLocked(s, x.start, x.count, c.offset);
-          changes = true;
+    uint32_t ring = 0;
+    Segment* seg = nullptr;
+    log::ReplayCursor replay(*scan, done);
+    for (log::ReplayStep step; replay.Next(&step);) {
+      const log::ChunkInfo& c = *step.chunk;
+      switch (step.kind) {
+        case log::ReplayStep::kChunkBegin:
+          ring = RingSlot(c.segment_id);
+          seg = &segs_[ring];
+          if (seg->id != c.segment_id) {
+            *seg = Segment();
+            seg->id = c.segment_id;
+            seg->first_chunk_seq = c.seq;
+            seg->first_prev_crc = prev_crc;
+            seg->sealed = true;
+          }
+          prev_crc = c.header_crc;
+          seg->last_chunk_seq = c.seq;
+          seg->last_ms = c.time_ms != 0 ? c.time_ms : open_ms;
+          break;
+        case log::ReplayStep::kDrop:
+          InvalidateRangeLocked(step.extent.start, step.extent.count);
+          if (step.pending_discard) AddPendingDiscardLocked(*seg, step.extent.start, step.extent.count, c.offset);
+          break;
+        case log::ReplayStep::kBlock: {
+          const format::ChunkEntry& e = step.entry;
+          const uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + step.index;
+          const uint32_t old = index_.Find(e.block);
+          if (old != BlockIndex::kNone) InvalidateLocked(old);
+          slots_[slot] = SlotWord::Make(e.block, e.mask, step.dirty);
+          if (block_crcs_) crcs_[slot] = e.crc;
+          index_.Insert(e.block, slot);
+          if (step.dirty) {
+            seg->nr_dirty++;
+            nr_dirty_++;
+          }
+          break;
         }
+        case log::ReplayStep::kChunkEnd:
+          seg->fill = c.offset + 1 + c.nr_blocks;
+          if (step.applied) seg->applied = seg->fill;
+          if (step.changes && seg->unapplied_ms == 0) seg->unapplied_ms = seg->last_ms;
+          last_seg_id_ = c.segment_id;
+          break;
       }
-      for (uint32_t i = 0; i < c.nr_blocks; i++) {
-        const format::ChunkEntry& e = scan->entries[c.first_entry + i];
-        uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + i;
-        uint32_t old = index_.Find(e.block);
-        if (old != BlockIndex::kNone) InvalidateLocked(old);
-        bool dirty = (e.flags & format::kEntryDirty) != 0 && !applied;
-        slots_[slot] = SlotWord::Make(e.block, e.mask, dirty);
-        if (block_crcs_) crcs_[slot] = e.crc;
-        index_.Insert(e.block, slot);
-        if (dirty) {
-          s.nr_dirty++;
-          nr_dirty_++;
-          changes = true;
-        }
-      }
-      s.fill = c.offset + 1 + c.nr_blocks;
-      if (applied) s.applied = s.fill;
-      if (changes && s.unapplied_ms == 0) s.unapplied_ms = s.last_ms;
-      last_seg_id_ = c.segment_id;
     }
     next_seq_ = scan->next_seq;
     last_crc_ = scan->last_crc;

@@ -26,6 +26,7 @@ struct Problem {
   uint64_t offset = 0;    // byte offset in the cache
   std::string what;
   bool corrupt = false;   // false: a torn newest write (the normal end of a log after a crash)
+  Damage kind = Damage::kBadSuperblock;
 };
 
 struct CheckReport {
@@ -39,26 +40,19 @@ struct CheckReport {
   uint64_t first_segment = 0, last_segment = 0;
   uint64_t nr_chunks = 0;
   uint64_t nr_dirty_cache_blocks = 0;
+  uint64_t dirty_bytes = 0;  // the same in bytes
   uint64_t nr_cached_blocks = 0;
   // Discards in the log not yet applied to the backing: dirty state too
   // (the image reads zeros there, the backing may not).
   uint64_t nr_pending_discards = 0;
-  std::string end_reason;
+  WalkStop end = WalkStop::kNone;  // why the log ends
+  std::string end_reason;          // the same, for a human
 };
 
 // Reads the whole log, every chunk's data included, and looks for synced
 // chunks that cannot be read any more. A Status error means the cache
 // could not be read at all (an I/O error), not that it is inconsistent.
 Status CheckCache(Device& cache, CheckReport* report);
-
-// The state replay arrives at: per cached block, whether it is dirty, and
-// the discards the backing has not seen yet.
-struct BlockCounts {
-  uint64_t cached = 0;
-  uint64_t dirty = 0;
-  uint64_t discards = 0;
-};
-BlockCounts CountBlocks(const LogScan& scan);
 
 }  // namespace wbfs::log
 

@@ -12,7 +12,27 @@ namespace wbfs::log {
 
 using format::kBlockSize;
 
-Status ReadCacheMeta(Device& cache, CacheMeta* meta) {
+bool IsCorruption(Damage d) { return d != Damage::kBadRecord && d != Damage::kTornChunk; }
+
+Status ReadRecordSlots(Device& cache, uint64_t nonce, RecordSlots* out) {
+  *out = RecordSlots();
+  AlignedBuffer buf(kBlockSize);
+  for (int i = 0; i < 2; i++) {
+    RecordSlot& s = out->slot[static_cast<size_t>(i)];
+    s.offset = format::kRecordOffsets[i];
+    WBFS_RETURN_IF_ERROR(cache.ReadAt(s.offset, buf.data(), kBlockSize));
+    s.zero = format::IsZero(buf.data(), kBlockSize);
+    s.status = format::DecodeRecord(buf.data(), &s.record);
+    s.other_format = s.status.ok() && s.record.nonce != nonce;
+    if (!s.valid()) continue;
+    if (out->in_use < 0 || s.record.seq > out->slot[static_cast<size_t>(out->in_use)].record.seq) {
+      out->in_use = i;
+    }
+  }
+  return Status::OK();
+}
+
+Status ReadCacheMeta(Device& cache, CacheMeta* meta, Reporter* reporter) {
   *meta = CacheMeta();
   if (cache.Size() < kBlockSize) {
     return Status::InvalidArgument(cache.Name() + " is smaller than one 4 KiB block");
@@ -23,32 +43,38 @@ Status ReadCacheMeta(Device& cache, CacheMeta* meta) {
     meta->blank = true;
     return Status::OK();
   }
-  WBFS_RETURN_IF_ERROR(format::DecodeSuperblock(buf.data(), &meta->sb).WithContext(cache.Name()));
-  if (cache.Size() < meta->sb.cache_size) {
-    return Status::Corruption(cache.Name() + ": the cache is smaller (" +
-                              std::to_string(cache.Size()) + " bytes) than when it was formatted (" +
-                              std::to_string(meta->sb.cache_size) + " bytes)");
+  Status st = format::DecodeSuperblock(buf.data(), &meta->sb).WithContext(cache.Name());
+  if (st.ok() && cache.Size() < meta->sb.cache_size) {
+    st = Status::Corruption(cache.Name() + ": the cache is smaller (" +
+                            std::to_string(cache.Size()) + " bytes) than when it was formatted (" +
+                            std::to_string(meta->sb.cache_size) + " bytes)");
   }
-  for (int slot = 0; slot < 2; slot++) {
-    format::Record r;
-    WBFS_RETURN_IF_ERROR(cache.ReadAt(format::kRecordOffsets[slot], buf.data(), kBlockSize));
-    if (!format::DecodeRecord(buf.data(), &r).ok() || r.nonce != meta->sb.nonce) continue;
-    if (meta->record_slot < 0 || r.seq > meta->record.seq) {
-      meta->record = r;
-      meta->record_slot = slot;
-    }
+  if (!st.ok()) {
+    if (reporter != nullptr) reporter->Damaged(Damage::kBadSuperblock, format::kSuperblockOffset, st.message());
+    return st;
   }
+  WBFS_RETURN_IF_ERROR(ReadRecordSlots(cache, meta->sb.nonce, &meta->records));
+  meta->record_slot = meta->records.in_use;
   if (meta->record_slot < 0) {
-    return Status::Corruption(cache.Name() + ": both superblock records are invalid");
+    st = Status::Corruption(cache.Name() + ": both superblock records are invalid");
+    if (reporter != nullptr) reporter->Damaged(Damage::kNoRecord, format::kRecordOffsets[0], st.message());
+    return st;
+  }
+  meta->record = meta->records.slot[static_cast<size_t>(meta->record_slot)].record;
+  for (size_t i = 0; i < 2 && reporter != nullptr; i++) {
+    const RecordSlot& s = meta->records.slot[i];
+    if (s.valid() || s.zero) continue;
+    reporter->Damaged(Damage::kBadRecord, s.offset,
+                      "superblock record " + std::to_string(i) + ": " +
+                          (s.status.ok() ? std::string("of another format") : s.status.message()) +
+                          " (the other record is used)");
   }
   return Status::OK();
 }
 
-namespace {
-
 // The first blocks of the next kBatch segments, read by several threads at
-// once when the chain reaches a segment's block 0. A failed read leaves
-// its block unfetched: the scan then reads it itself and reports the error.
+// once when a walk reaches a segment's block 0. A failed read leaves its
+// block unfetched: the walker then reads it itself and reports the error.
 class HeaderPrefetch {
  public:
   static constexpr uint64_t kBatch = 64;
@@ -84,12 +110,149 @@ class HeaderPrefetch {
   Device& cache_;
   const format::Superblock& sb_;
   const unsigned threads_;
-  const uint64_t end_id_;  // segments from here on are not part of this lap
+  const uint64_t end_id_;  // segments from here on are not part of this walk
   bool fetched_ = false;
   uint64_t first_ = 0;
   AlignedBuffer buf_;
   std::vector<uint8_t> ok_;  // per block of buf_ (not vector<bool>: written by several threads)
 };
+
+const char* WalkStopName(WalkStop s) {
+  switch (s) {
+    case WalkStop::kNone: return "none";
+    case WalkStop::kLogFull: return "log full";
+    case WalkStop::kSegmentEnd: return "segment end";
+    case WalkStop::kUnwritten: return "unwritten";
+    case WalkStop::kBadHeader: return "bad header";
+    case WalkStop::kOtherFormat: return "other format";
+    case WalkStop::kOtherSlot: return "other slot";
+    case WalkStop::kChainBreak: return "chain break";
+    case WalkStop::kTornData: return "torn data";
+  }
+  return "?";
+}
+
+ChunkWalker::ChunkWalker(Device& cache, const format::Superblock& sb, unsigned prefetch_threads,
+                         uint64_t prefetch_end_id)
+    : cache_(cache),
+      sb_(sb),
+      backing_blocks_(sb.backing_size / kBlockSize),
+      prefetch_(std::make_unique<HeaderPrefetch>(cache, sb, prefetch_threads, prefetch_end_id)),
+      hbuf_(kBlockSize) {}
+
+ChunkWalker::~ChunkWalker() = default;
+
+void ChunkWalker::StartChain(format::Position pos, uint64_t seq, uint32_t prev_crc, uint64_t end_id) {
+  chain_ = true;
+  started_ = false;
+  pos_ = pos;
+  expect_seq_ = seq;
+  prev_crc_ = prev_crc;
+  end_id_ = end_id;
+  stop_ = WalkStop::kNone;
+  detail_.clear();
+}
+
+void ChunkWalker::StartSegment(uint64_t segment_id, bool match_id) {
+  chain_ = false;
+  started_ = false;
+  match_id_ = match_id;
+  walk_id_ = segment_id;
+  pos_ = {segment_id, 0};
+  stop_ = WalkStop::kNone;
+  detail_.clear();
+}
+
+uint64_t ChunkWalker::offset() const { return format::SegmentBlockOffset(sb_, pos_.segment_id, pos_.block); }
+
+Status ChunkWalker::Next(bool* got) {
+  *got = false;
+  if (stop_ != WalkStop::kNone) return Status::OK();
+  if (started_) {
+    // Past the header returned last.
+    const format::Position next = format::NextChunkPosition(h_.segment_id, h_.offset, h_.nr_blocks, h_.flags);
+    if (chain_) {
+      pos_ = next;
+      expect_seq_ = h_.seq + 1;
+      prev_crc_ = h_.header_crc;
+    } else if (next.segment_id != h_.segment_id) {
+      stop_ = WalkStop::kSegmentEnd;
+      return Status::OK();
+    } else {
+      pos_ = {walk_id_, next.block};
+    }
+    started_ = false;
+  }
+  if (chain_ && pos_.segment_id >= end_id_) {
+    stop_ = WalkStop::kLogFull;
+    return Status::OK();
+  }
+  const uint8_t* header = pos_.block == 0 ? prefetch_->Get(pos_.segment_id) : nullptr;
+  if (header == nullptr) {
+    WBFS_RETURN_IF_ERROR(cache_.ReadAt(offset(), hbuf_.data(), kBlockSize));
+    header = hbuf_.data();
+  }
+  Status st = format::DecodeChunkHeader(header, backing_blocks_, &h_);
+  if (!st.ok()) {
+    if (format::IsZero(header, kBlockSize)) {
+      stop_ = WalkStop::kUnwritten;
+    } else {
+      stop_ = WalkStop::kBadHeader;
+      detail_ = st.message();
+    }
+    return Status::OK();
+  }
+  if (h_.nonce != sb_.nonce) {
+    stop_ = WalkStop::kOtherFormat;
+  } else if (h_.offset != pos_.block || ((chain_ || match_id_) && h_.segment_id != pos_.segment_id)) {
+    stop_ = WalkStop::kOtherSlot;
+  } else if (chain_ && (h_.seq != expect_seq_ || h_.prev_crc != prev_crc_)) {
+    stop_ = WalkStop::kChainBreak;
+  } else {
+    started_ = true;
+    *got = true;
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// Why the chain ends, for a human (check prints it).
+std::string ChainEndText(const ChunkWalker& w) {
+  switch (w.stop()) {
+    case WalkStop::kLogFull: return "the log fills the whole cache";
+    case WalkStop::kUnwritten: return "unwritten block";
+    case WalkStop::kBadHeader: return w.detail();
+    case WalkStop::kOtherFormat: return "chunk of another format";
+    case WalkStop::kOtherSlot:
+    case WalkStop::kChainBreak:
+      return "chunk of an earlier lap (seq " + std::to_string(w.header().seq) + ", expected " +
+             std::to_string(w.expected_seq()) + ")";
+    case WalkStop::kNone:
+    case WalkStop::kSegmentEnd:
+    case WalkStop::kTornData:
+      break;
+  }
+  return WalkStopName(w.stop());
+}
+
+ChunkInfo InfoOf(const format::ChunkHeader& h, const LogScan& scan) {
+  ChunkInfo c;
+  c.seq = h.seq;
+  c.segment_id = h.segment_id;
+  c.offset = h.offset;
+  c.nr_blocks = h.nr_blocks;
+  c.flags = h.flags;
+  c.header_crc = h.header_crc;
+  c.data_crc = h.data_crc;
+  c.durable_seq = h.durable_seq;
+  c.epoch = h.epoch;
+  c.time_ms = h.time_ms;
+  c.nr_extents = h.nr_extents;
+  c.first_entry = scan.entries.size();
+  c.first_extent = scan.extents.size();
+  return c;
+}
 
 // Does the data of chunk `c` (read into `data`, at cache offset `off`)
 // match its checksums? Version 3 checks each block against its entry's crc
@@ -115,65 +278,24 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
   *out = LogScan();
   const format::Superblock& sb = meta.sb;
   const format::Record& rec = meta.record;
-  const uint64_t backing_blocks = sb.backing_size / kBlockSize;
-  AlignedBuffer hbuf(kBlockSize);
-  format::ChunkHeader h;
-  HeaderPrefetch prefetch(cache, sb, opts.prefetch_threads, rec.tail_segment_id + sb.nr_segments);
-
-  format::Position pos{rec.tail_segment_id, rec.tail_block};
-  uint64_t expect_seq = rec.tail_chunk_seq;
-  uint32_t prev_crc = rec.tail_prev_crc;
+  const uint64_t end_id = rec.tail_segment_id + sb.nr_segments;
+  ChunkWalker walk(cache, sb, opts.prefetch_threads, end_id);
+  walk.StartChain({rec.tail_segment_id, rec.tail_block}, rec.tail_chunk_seq, rec.tail_prev_crc, end_id);
   uint64_t trusted = rec.durable_seq;
   for (;;) {
-    uint64_t off = format::SegmentBlockOffset(sb, pos.segment_id, pos.block);
-    out->end = pos;
-    out->end_offset = off;
-    if (pos.segment_id >= rec.tail_segment_id + sb.nr_segments) {
-      out->end_reason = "the log fills the whole cache";
-      break;
-    }
-    const uint8_t* header = pos.block == 0 ? prefetch.Get(pos.segment_id) : nullptr;
-    if (header == nullptr) {
-      WBFS_RETURN_IF_ERROR(cache.ReadAt(off, hbuf.data(), kBlockSize));
-      header = hbuf.data();
-    }
-    Status st = format::DecodeChunkHeader(header, backing_blocks, &h);
-    if (!st.ok()) {
-      out->end_reason = format::IsZero(header, kBlockSize) ? "unwritten block" : st.message();
-      break;
-    }
-    if (h.nonce != sb.nonce) {
-      out->end_reason = "chunk of another format";
-      break;
-    }
-    if (h.seq != expect_seq || h.prev_crc != prev_crc || h.segment_id != pos.segment_id ||
-        h.offset != pos.block) {
-      out->end_reason = "chunk of an earlier lap (seq " + std::to_string(h.seq) + ", expected " +
-                        std::to_string(expect_seq) + ")";
-      break;
-    }
-    ChunkInfo c;
-    c.seq = h.seq;
-    c.segment_id = h.segment_id;
-    c.offset = h.offset;
-    c.nr_blocks = h.nr_blocks;
-    c.flags = h.flags;
-    c.header_crc = h.header_crc;
-    c.data_crc = h.data_crc;
-    c.durable_seq = h.durable_seq;
-    c.epoch = h.epoch;
-    c.time_ms = h.time_ms;
-    c.nr_extents = h.nr_extents;
-    c.first_entry = out->entries.size();
-    c.first_extent = out->extents.size();
+    bool got = false;
+    WBFS_RETURN_IF_ERROR(walk.Next(&got));
+    if (!got) break;
+    const format::ChunkHeader& h = walk.header();
+    out->chunks.push_back(InfoOf(h, *out));
     out->entries.insert(out->entries.end(), h.entries.begin(), h.entries.begin() + h.nr_blocks);
     out->extents.insert(out->extents.end(), h.extents.begin(), h.extents.begin() + h.nr_extents);
-    out->chunks.push_back(c);
     trusted = std::max(trusted, std::min(h.durable_seq, h.seq - 1));
-    pos = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
-    expect_seq = h.seq + 1;
-    prev_crc = h.header_crc;
   }
+  out->end = walk.position();
+  out->end_offset = walk.offset();
+  out->stop = walk.stop();
+  out->end_reason = ChainEndText(walk);
   out->trusted_seq = trusted;
 
   // Check data where it was not known synced (or everywhere, for check).
@@ -194,11 +316,16 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
         out->corrupt = true;
         out->corrupt_offset = bad_at;
       }
+      if (opts.reporter != nullptr) {
+        opts.reporter->Damaged(Damage::kCorruptData, bad_at,
+                               "a synced chunk's data does not match its checksum (corruption)");
+      }
       continue;
     }
     keep = i;
     out->end = {c.segment_id, c.offset};
     out->end_offset = format::SegmentBlockOffset(sb, c.segment_id, c.offset);
+    out->stop = WalkStop::kTornData;
     out->end_reason = "torn chunk (seq " + std::to_string(c.seq) + "): data checksum mismatch";
     break;
   }
@@ -207,6 +334,12 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
     out->entries.resize(out->chunks[keep].first_entry);
     out->extents.resize(out->chunks[keep].first_extent);
     out->chunks.resize(keep);
+    if (opts.reporter != nullptr) {
+      opts.reporter->Damaged(Damage::kTornChunk, out->end_offset,
+                             "torn newest write: " + out->end_reason + "; " +
+                                 std::to_string(out->dropped_chunks) +
+                                 " chunk(s) from there on are not part of the log");
+    }
   }
   if (out->chunks.empty()) {
     out->next_seq = rec.tail_chunk_seq;
@@ -219,10 +352,9 @@ Status ScanLog(Device& cache, const CacheMeta& meta, const ScanOptions& opts, Lo
 }
 
 Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan, unsigned threads,
-                      SyncedLoss* out) {
+                      SyncedLoss* out, Reporter* reporter) {
   *out = SyncedLoss();
   const format::Superblock& sb = meta.sb;
-  const uint64_t backing_blocks = sb.backing_size / kBlockSize;
   const uint64_t expect = scan.next_seq;
   out->end_seq = expect;
   out->end_offset = scan.end_offset;
@@ -234,26 +366,19 @@ Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan,
   const uint64_t first_id = scan.end.segment_id;
   const uint64_t end_id = std::max(first_id + 1, std::min(first_id + sb.nr_segments,
                                                           meta.record.tail_segment_id + sb.nr_segments));
-  HeaderPrefetch prefetch(cache, sb, threads, end_id);
-  AlignedBuffer hbuf(kBlockSize);
-  format::ChunkHeader h;
+  ChunkWalker walk(cache, sb, threads, end_id);
   for (uint64_t id = first_id; id < end_id; id++) {
-    uint32_t pos = 0;
+    // Whatever the slot holds, of any lap: only seqs tell old from new.
+    walk.StartSegment(id, false);
     for (;;) {
-      const uint64_t off = format::SegmentBlockOffset(sb, id, pos);
-      const uint8_t* header = pos == 0 ? prefetch.Get(id) : nullptr;
-      if (header == nullptr) {
-        WBFS_RETURN_IF_ERROR(cache.ReadAt(off, hbuf.data(), kBlockSize));
-        header = hbuf.data();
-      }
-      if (!format::DecodeChunkHeader(header, backing_blocks, &h).ok() || h.nonce != sb.nonce ||
-          h.offset != pos) {
-        break;
-      }
+      bool got = false;
+      WBFS_RETURN_IF_ERROR(walk.Next(&got));
+      if (!got) break;
+      const format::ChunkHeader& h = walk.header();
       // A segment is written from its block 0 on, so a slot whose first
       // chunk is older than the chain's end holds nothing newer further
       // in; only the slot where the chain ends continues past its start.
-      if (pos == 0 && h.seq < expect && h.segment_id != scan.end.segment_id) break;
+      if (h.offset == 0 && h.seq < expect && h.segment_id != scan.end.segment_id) break;
       out->max_seq = std::max(out->max_seq, h.seq);
       if (h.seq >= expect) {
         out->lost_chunks++;
@@ -261,14 +386,37 @@ Status FindSyncedLoss(Device& cache, const CacheMeta& meta, const LogScan& scan,
         if (!out->found && h.seq > expect && h.durable_seq >= expect) {
           out->found = true;
           out->witness_seq = h.seq;
-          out->witness_offset = off;
+          out->witness_offset = walk.offset();
         }
       }
-      const format::Position next = format::NextChunkPosition(h.segment_id, h.offset, h.nr_blocks, h.flags);
-      if (next.segment_id != h.segment_id || !format::ChunkFits(next.block)) break;
-      pos = next.block;
     }
   }
+  if (out->found && reporter != nullptr) {
+    reporter->Damaged(Damage::kSyncedLoss, scan.end_offset, DescribeSyncedLoss(*out));
+  }
+  return Status::OK();
+}
+
+Status DumpSegment(Device& cache, const format::Superblock& sb, uint64_t segment_id, SegmentDump* out,
+                   uint64_t* err_offset) {
+  out->chunks.clear();
+  out->detail.clear();
+  out->other_segment = 0;
+  ChunkWalker walk(cache, sb);
+  walk.StartSegment(segment_id, true);
+  for (;;) {
+    bool got = false;
+    Status st = walk.Next(&got);
+    if (!st.ok()) {
+      *err_offset = walk.offset();
+      return st;
+    }
+    if (!got) break;
+    out->chunks.push_back({walk.offset(), walk.header()});
+  }
+  out->stop = walk.stop();
+  out->detail = walk.detail();
+  if (out->stop == WalkStop::kOtherSlot) out->other_segment = walk.header().segment_id;
   return Status::OK();
 }
 

@@ -1,6 +1,7 @@
-// libFuzzer target: arbitrary cache bytes through mount's own code path
-// (superblock and record decoders, the log scanner, replay), then a little
-// I/O on whatever was accepted. Must never crash, hang or allocate without
+// libFuzzer target: arbitrary cache bytes through the three readers of the
+// log: check's (records, scan with every chunk's data, synced-loss search,
+// replay fold), dump's (record slots, segment walks) and mount's (the
+// engine's replay), then a little I/O on whatever mount accepted. Must never crash, hang or allocate without
 // bound; a cache is either accepted as a valid log or refused.
 //
 // Input: first byte even = patches over a valid cache built by a short
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "log/check.h"
 #include "log/log_reader.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
@@ -64,13 +66,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   cache->durable = cache->data;
 
-  // check's path: every chunk's data read and verified.
+  // check's path: the records, every chunk's data read and verified, the
+  // search for synced chunks the chain cannot reach, the replay fold.
+  {
+    log::CheckReport rep;
+    (void)log::CheckCache(*Dev(cache), &rep);
+  }
+  // dump's path: both record slots, and the segment walk of every slot
+  // (as the ids of the record's lap and of the next one).
   log::CacheMeta meta;
   if (log::ReadCacheMeta(*Dev(cache), &meta).ok() && !meta.blank) {
-    log::LogScan scan;
-    log::ScanOptions so;
-    so.verify_all_data = true;
-    (void)log::ScanLog(*Dev(cache), meta, so, &scan);
+    log::SegmentDump d;
+    uint64_t err = 0;
+    const uint64_t first = meta.record.tail_segment_id;
+    for (uint64_t id = first; id < first + 2 * meta.sb.nr_segments && id > 0; id++) {
+      (void)log::DumpSegment(*Dev(cache), meta.sb, id, &d, &err);
+    }
   }
   // mount's path.
   auto backing = std::make_shared<MemDisk>(kBacking, "backing");

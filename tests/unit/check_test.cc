@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "log/check.h"
+#include "log/replay.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -112,12 +113,44 @@ TEST_CASE("check: garbage superblock, one torn record, blank cache") {
     CHECK(r.problems[0].offset == 0);
   }
   SUBCASE("one torn record is fine, the other serves") {
+    // Each clean unmount writes a record, alternating slots: two mounts
+    // closed cleanly, then a third that crashes, leave both slots valid.
+    cache = std::make_shared<MemDisk>(8 << 20);
+    auto backing = std::make_shared<MemDisk>(8 << 20);
+    std::vector<uint8_t> b(4096, 7);
+    EngineOptions o;
+    o.threads = false;
+    for (int mount = 0; mount < 3; mount++) {
+      auto e = std::move(Engine::Open(o, Dev(backing), Dev(cache)).value());
+      for (int i = 0; i < 50; i++) REQUIRE(e->Write(uint64_t(mount * 50 + i) * 4096, b.data(), 4096).ok());
+      REQUIRE(e->Flush().ok());
+      if (mount < 2) {
+        REQUIRE(e->Close().ok());
+        continue;
+      }
+      cache->Freeze();
+      e.reset();
+      cache->KeepAll();
+    }
     log::CheckReport r0 = Check(cache);
-    uint64_t slot_off = format::kRecordOffsets[r0.meta.record_slot == 0 ? 1 : 0];
+    REQUIRE(r0.valid_records == 2);
+    REQUIRE(r0.meta.record_slot >= 0);
+    // Tear the record in use: the other (older) one has to serve.
+    const int used = r0.meta.record_slot;
+    const uint64_t slot_off = format::kRecordOffsets[used];
     cache->data[slot_off + 30] ^= 1;
     log::CheckReport r = Check(cache);
     CHECK(r.consistent);
     CHECK(r.valid_records == 1);
+    CHECK(r.meta.record_slot == 1 - used);
+    CHECK(r.meta.record.seq < r0.meta.record.seq);
+    REQUIRE(r.problems.size() == 1);
+    CHECK(r.problems[0].kind == log::Damage::kBadRecord);
+    CHECK(r.problems[0].offset == slot_off);
+    CHECK_FALSE(r.problems[0].corrupt);
+    // The older record's tail replays the same log.
+    CHECK(r.nr_dirty_cache_blocks == r0.nr_dirty_cache_blocks);
+    CHECK(r.last_seq == r0.last_seq);
   }
   SUBCASE("blank") {
     std::memset(cache->data.data(), 0, 4096);
@@ -182,4 +215,118 @@ TEST_CASE("scan: prefetching readers find the same log as the scan one header at
     CHECK(one.chunks.front().segment_id > 14);  // the ring (13 segments) went round
     CheckSameScan(one, Scan(cache, 8));
   }
+}
+
+// ---------------------------------------------------------------- the walker, the reporter, the fold
+
+namespace {
+
+struct Collect final : log::Reporter {
+  std::vector<std::pair<log::Damage, uint64_t>> got;
+  void Damaged(log::Damage kind, uint64_t offset, const std::string&) override { got.emplace_back(kind, offset); }
+};
+
+log::CacheMeta Meta(const std::shared_ptr<MemDisk>& cache) {
+  log::CacheMeta meta;
+  REQUIRE(log::ReadCacheMeta(*Dev(cache), &meta).ok());
+  return meta;
+}
+
+}  // namespace
+
+TEST_CASE("walker: why the chain and a segment walk stop") {
+  auto cache = BuildCache();
+  log::CheckReport r0 = Check(cache);
+  CHECK(r0.end == log::WalkStop::kUnwritten);  // a crashed log ends at blocks never written
+  const auto& last = r0.segments.back();
+  SUBCASE("a damaged header after the last chunk's is a bad header") {
+    const uint64_t end = last.offset + last.bytes;
+    cache->data[end] = 'X';  // a header's first byte: magic
+    CHECK(Check(cache).end == log::WalkStop::kBadHeader);
+  }
+  SUBCASE("torn data") {
+    cache->data[last.offset + last.bytes - 100] ^= 0xff;
+    log::CheckReport r = Check(cache);
+    CHECK(r.end == log::WalkStop::kTornData);
+    REQUIRE(r.problems.size() == 1);
+    CHECK(r.problems[0].kind == log::Damage::kTornChunk);
+  }
+  SUBCASE("segment walks") {
+    const log::CacheMeta meta = Meta(cache);
+    log::SegmentDump d;
+    uint64_t err = 0;
+    REQUIRE(log::DumpSegment(*Dev(cache), meta.sb, r0.segments[0].id, &d, &err).ok());
+    CHECK(d.stop == log::WalkStop::kSegmentEnd);  // a full segment: one chunk
+    CHECK(d.chunks.size() == 1);
+    REQUIRE(log::DumpSegment(*Dev(cache), meta.sb, last.id, &d, &err).ok());
+    CHECK(d.stop == log::WalkStop::kUnwritten);
+    CHECK(d.chunks.size() == last.chunks);
+    // The slot of the first segment, asked for as the next lap's segment.
+    REQUIRE(log::DumpSegment(*Dev(cache), meta.sb, r0.segments[0].id + meta.sb.nr_segments, &d, &err).ok());
+    CHECK(d.stop == log::WalkStop::kOtherSlot);
+    CHECK(d.other_segment == r0.segments[0].id);
+    CHECK(d.chunks.empty());
+  }
+}
+
+TEST_CASE("reporter: every synced chunk whose data is bad is reported, with its offset") {
+  auto cache = BuildCache();
+  log::CheckReport r0 = Check(cache);
+  const uint64_t a = r0.segments[1].offset + 5 * 4096 + 100, b = r0.segments[2].offset + 9 * 4096;
+  cache->data[a] ^= 1;
+  cache->data[b] ^= 1;
+  Collect rep;
+  log::ScanOptions so;
+  so.verify_all_data = true;
+  so.reporter = &rep;
+  log::LogScan scan;
+  REQUIRE(log::ScanLog(*Dev(cache), Meta(cache), so, &scan).ok());
+  REQUIRE(rep.got.size() == 2);
+  CHECK(rep.got[0].first == log::Damage::kCorruptData);
+  CHECK(rep.got[0].second == a / 4096 * 4096);
+  CHECK(rep.got[1].second == b / 4096 * 4096);
+  CHECK(scan.corrupt_offset == rep.got[0].second);
+  log::CheckReport r = Check(cache);
+  CHECK_FALSE(r.segments[1].valid);
+  CHECK_FALSE(r.segments[2].valid);
+}
+
+TEST_CASE("replay fold: newest copies, dirty flags, discards, what the journal applied") {
+  auto cache = CrashedCache(8 << 20, [](Engine& e) {
+    std::vector<uint8_t> b(4096, 3);
+    for (int i = 0; i < 40; i++) REQUIRE(e.Write(uint64_t(i) * 4096, b.data(), 4096).ok());
+    REQUIRE(e.Flush().ok());
+    for (int i = 0; i < 10; i++) REQUIRE(e.Write(uint64_t(i) * 4096, b.data(), 4096).ok());  // rewrites
+    REQUIRE(e.Flush().ok());
+    REQUIRE(e.Discard(20 * 4096, 5 * 4096).ok());
+    REQUIRE(e.Flush().ok());
+  });
+  const log::CacheMeta meta = Meta(cache);
+  log::LogScan scan;
+  REQUIRE(log::ScanLog(*Dev(cache), meta, log::ScanOptions(), &scan).ok());
+  const log::ReplayState st = log::Replay(scan);
+  CHECK(st.nr_cached() == 35);
+  CHECK(st.nr_dirty == 35);
+  REQUIRE(st.discards.size() == 1);
+  CHECK(st.discards[0].start == 20);
+  CHECK(st.discards[0].count == 5);
+  CHECK(st.blocks.count(22) == 0);
+  // Block 3's newest copy is the rewrite: in a later chunk than block 30's.
+  REQUIRE(st.blocks.count(3) == 1);
+  CHECK(scan.chunks[st.blocks.at(3).chunk].seq > scan.chunks[st.blocks.at(30).chunk].seq);
+  CHECK(scan.entries[scan.chunks[st.blocks.at(3).chunk].first_entry + st.blocks.at(3).index].block == 3);
+  // Everything applied by the journal: cached, nothing dirty, nothing pending.
+  const log::ReplayState applied = log::Replay(scan, scan.next_seq - 1);
+  CHECK(applied.nr_cached() == 35);
+  CHECK(applied.nr_dirty == 0);
+  CHECK(applied.discards.empty());
+  // The engine's replay arrives at the same state.
+  auto backing = std::make_shared<MemDisk>(8 << 20);
+  EngineOptions o;
+  o.threads = false;
+  auto e = Engine::Open(o, Dev(backing), Dev(cache));
+  REQUIRE(e.ok());
+  CHECK(e.value()->Stats().nr_dirty_cache_blocks == st.nr_dirty);
+  CHECK(e.value()->Stats().nr_cached_blocks == st.nr_cached());
+  CHECK(e.value()->Stats().pending_discards == st.discards.size());
 }
