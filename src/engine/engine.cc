@@ -1566,6 +1566,10 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     const Segment& s = segs_[RingSlot(id)];
     if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
   }
+  // drop_caches ends with the unit that leaves nothing unapplied, in the
+  // same hold of the lock: whoever sees no dirty block (drop_caches' CLI
+  // waits so) must not see the drop write back a later change as well.
+  if (force_drop_ && AllAppliedLocked()) force_drop_ = false;
   return Status::OK();
 }
 
