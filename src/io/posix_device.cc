@@ -216,43 +216,32 @@ class PosixDevice final : public Device {
   }
 
   Status FullRead(int fd, uint64_t off, void* buf, size_t len) {
-    BusyTimer t(&busy_ns_);
-    auto* p = static_cast<char*>(buf);
-    while (len > 0) {
-      ssize_t r = ::pread(fd, p, len, static_cast<off_t>(off));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EINVAL && fd == bulk_fd_) {  // O_DIRECT refused here after all
-          fd = fd_;
-          continue;
-        }
-        return PosixError(path_ + ": read at offset " + std::to_string(off), errno);
-      }
-      if (r == 0) {
-        return Status::IOError(path_ + ": short read at offset " + std::to_string(off), EIO);
-      }
-      p += r;
-      off += static_cast<uint64_t>(r);
-      len -= static_cast<size_t>(r);
-    }
-    return Status::OK();
+    return FullIO(fd, off, static_cast<char*>(buf), len, "read",
+                  [](int f, char* p, size_t n, off_t o) { return ::pread(f, p, n, o); });
   }
 
   Status FullWrite(int fd, uint64_t off, const void* buf, size_t len) {
+    return FullIO(fd, off, static_cast<const char*>(buf), len, "write",
+                  [](int f, const char* p, size_t n, off_t o) { return ::pwrite(f, p, n, o); });
+  }
+
+  // pread or pwrite until done: again on EINTR, buffered when the direct
+  // descriptor is refused after all (EINVAL), an error on a short transfer.
+  template <typename Ptr, typename Op>
+  Status FullIO(int fd, uint64_t off, Ptr p, size_t len, const char* what, Op op) {
     BusyTimer t(&busy_ns_);
-    const auto* p = static_cast<const char*>(buf);
     while (len > 0) {
-      ssize_t r = ::pwrite(fd, p, len, static_cast<off_t>(off));
+      const ssize_t r = op(fd, p, len, static_cast<off_t>(off));
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EINVAL && fd == bulk_fd_) {  // O_DIRECT refused here after all
           fd = fd_;
           continue;
         }
-        return PosixError(path_ + ": write at offset " + std::to_string(off), errno);
+        return PosixError(path_ + ": " + what + " at offset " + std::to_string(off), errno);
       }
       if (r == 0) {
-        return Status::IOError(path_ + ": short write at offset " + std::to_string(off), EIO);
+        return Status::IOError(path_ + ": short " + what + " at offset " + std::to_string(off), EIO);
       }
       p += r;
       off += static_cast<uint64_t>(r);
