@@ -55,6 +55,7 @@
 #include "engine/block_index.h"
 #include "engine/pieces.h"
 #include "engine/policy.h"
+#include "engine/read_plan.h"
 #include "engine/read_stager.h"
 #include "engine/writeback_unit.h"
 #include "engine/zero_map.h"
@@ -87,7 +88,8 @@ using format::kSectorsPerBlock;
 
 // A read's backing pieces separated by at most kReadGapMax bytes that come
 // from elsewhere (the cache, RAM, zeros) are read as one span of at most
-// kReadSpanMax: on an HDD a seek costs ~5 ms, the time to read ~750 KB.
+// kReadSpanMax (ReadExtents): on an HDD a seek costs ~5 ms, the time to
+// read ~750 KB.
 constexpr uint64_t kReadGapMax = 256 << 10;
 constexpr uint64_t kReadSpanMax = 4 << 20;
 
@@ -292,6 +294,10 @@ class EngineImpl final : public Engine {
     return Status::IOError(what, EIO);
   }
 
+  // What a read of [off, off + len) into `out` takes from where: RAM
+  // copies and zeros are filled in at once, the rest planned; pins the
+  // segments the plan reads from the cache (Read unpins them).
+  void PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan* plan) REQUIRES(mu_);
   Status WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi, const uint8_t* src,
                           PreRead* pre, bool* retry) REQUIRES(mu_);
   // Puts a new version of `block` in the next slot of the open chunk.
@@ -628,156 +634,14 @@ void EngineImpl::PrefillMain() {
 
 Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
   if (off > Size() || len > Size() - off) return Status::OutOfRange("read beyond the image");
-  struct Extent {
-    uint8_t* dst;
-    uint64_t src;
-    size_t len;
-    bool cache;
-  };
-  std::vector<Extent> ext;
-  std::vector<uint32_t> pinned;
-  auto add = [&](uint8_t* dst, uint64_t src, size_t n, bool cache) {
-    if (!ext.empty()) {
-      Extent& e = ext.back();
-      if (e.cache == cache && e.src + e.len == src && e.dst + e.len == dst) {
-        e.len += n;
-        return;
-      }
-    }
-    ext.push_back({dst, src, n, cache});
-  };
-  auto* out = static_cast<uint8_t*>(buf);
-  struct Staged {
-    uint64_t block;
-    const uint8_t* data;
-  };
-  std::vector<Staged> staged;
-  // Blocks read from the cache device, verified against their crc after
-  // the read (block_crcs_): whole blocks read straight into the caller's
-  // buffer, and blocks needed only in part, read whole into a bounce.
-  struct Verify {
-    uint8_t* dst;  // the whole block, or the caller's [lo, hi) of it (bounce)
-    uint64_t cache_off;
-    uint64_t block;
-    uint32_t crc;
-    bool bounce;
-    uint32_t lo, hi;
-    uint8_t mask;
-  };
-  std::vector<Verify> verify;
+  ReadPlan plan;
   {
     Lock lk(mu_);
-    const int64_t threshold = tun_.read_cache_threshold;
-    const bool stage = threshold > 0 && !failed_ && !closed_ &&
-                       stager_.Track(off / kBlockSize, (off + len + kBlockSize - 1) / kBlockSize, threshold);
-    for (Pieces p(off, len); !p.done(); p.Next()) {
-      const uint64_t block = p.block();
-      const uint32_t lo = p.lo(), hi = p.hi();
-      uint8_t* dst = out + p.at();
-      unsigned stat = p.whole() ? kStatFull : 0;
-      uint32_t slot = index_.Find(block);
-      const bool zeroed = zeros_.Covers(block);  // a pending discard: not the backing's data
-      if (slot == BlockIndex::kNone) {
-        if (zeroed) std::memset(dst, 0, hi - lo);
-        else add(dst, block * kBlockSize + lo, hi - lo, false);
-        if (stage && (stat & kStatFull) && stager_.Reserve(block)) staged.push_back({block, dst});
-      } else {
-        stat |= kStatHit;
-        uint64_t w = slots_[slot];
-        uint8_t mask = SlotWord::Mask(w);
-        const uint8_t* ram = RamBlock(slot);
-        if (InCurrentSegment(slot)) stat |= kStatBuffer;
-        bool pin = false;
-        bool from_cache = false;  // some sectors come from the cache device
-        // Walk the sectors, each from the cache (valid) or the backing.
-        for (uint32_t b = lo; b < hi;) {
-          uint32_t sec = b / kSectorSize;
-          bool cached = mask & (1u << sec);
-          uint32_t e = b;
-          while (e < hi && ((mask >> (e / kSectorSize)) & 1u) == cached) {
-            e = std::min(hi, (e / kSectorSize + 1) * kSectorSize);
-          }
-          if (!cached) {
-            if (zeroed) std::memset(dst + (b - lo), 0, e - b);
-            else add(dst + (b - lo), block * kBlockSize + b, e - b, false);
-          } else if (ram != nullptr) {
-            std::memcpy(dst + (b - lo), ram + b, e - b);
-          } else if (!block_crcs_) {
-            add(dst + (b - lo), CacheOffset(slot) + b, e - b, true);
-            pin = true;
-          } else {
-            from_cache = true;  // whole block, below
-          }
-          b = e;
-        }
-        if (from_cache) {
-          pin = true;
-          const bool whole = lo == 0 && hi == kBlockSize && mask == format::kFullMask;
-          verify.push_back({dst, CacheOffset(slot), block, crcs_[slot], !whole, lo, hi, mask});
-          if (whole) add(dst, CacheOffset(slot), kBlockSize, true);
-        }
-        if (pin) {
-          SegOf(slot).pins++;
-          pinned.push_back(slot);
-        }
-      }
-      st_.stat[stat]++;
-    }
+    PlanReadLocked(off, len, static_cast<uint8_t*>(buf), &plan);
   }
-  Status result;
-  // Backing extents separated by cached or zeroed pieces of at most
-  // kReadGapMax are read as one span into a bounce buffer and copied out:
-  // a 1 MiB read over scattered cached blocks is one backing read, not one
-  // per run between them (an HDD seeks for each: a 1 MiB read over a range
-  // with scattered cached blocks was 2,263 reads of 37 KiB on average).
-  AlignedBuffer span_buf;
-  for (size_t i = 0; i < ext.size() && result.ok();) {
-    const Extent& e = ext[i];
-    size_t j = i + 1;
-    if (!e.cache) {
-      while (j < ext.size() && !ext[j].cache && ext[j].src >= ext[j - 1].src + ext[j - 1].len &&
-             ext[j].src - (ext[j - 1].src + ext[j - 1].len) <= kReadGapMax &&
-             ext[j].src + ext[j].len - e.src <= kReadSpanMax) {
-        j++;
-      }
-    }
-    if (e.cache) {
-      result = cache_->ReadAt(e.src, e.dst, e.len);
-    } else if (j == i + 1) {
-      result = backing_->ReadAt(e.src, e.dst, e.len);
-    } else {
-      const uint64_t first = e.src, end = ext[j - 1].src + ext[j - 1].len;
-      if (span_buf.size() < end - first) span_buf.Reset(static_cast<size_t>(end - first));
-      result = backing_->ReadAt(first, span_buf.data(), static_cast<size_t>(end - first));
-      for (size_t k = i; k < j && result.ok(); k++) {
-        std::memcpy(ext[k].dst, span_buf.data() + (ext[k].src - first), ext[k].len);
-      }
-    }
-    i = j;
-  }
-  std::vector<const Verify*> bad;
-  if (result.ok() && !verify.empty()) {
-    AlignedBuffer bounce;
-    for (const Verify& v : verify) {
-      const uint8_t* data = v.dst;
-      if (v.bounce) {
-        if (bounce.size() == 0) bounce.Reset(kBlockSize);
-        result = cache_->ReadAt(v.cache_off, bounce.data(), kBlockSize);
-        if (!result.ok()) break;
-        data = bounce.data();
-      }
-      if (crc32c::Value(data, kBlockSize) != v.crc) {
-        bad.push_back(&v);
-        continue;
-      }
-      if (!v.bounce) continue;
-      for (uint32_t sec = v.lo / kSectorSize; sec * kSectorSize < v.hi; sec++) {
-        if (!(v.mask & (1u << sec))) continue;
-        const uint32_t a = std::max(v.lo, sec * kSectorSize), b = std::min(v.hi, (sec + 1) * kSectorSize);
-        std::memcpy(v.dst + (a - v.lo), data + a, b - a);
-      }
-    }
-  }
+  Status result = ReadExtents(*cache_, *backing_, plan.ext, kReadGapMax, kReadSpanMax);
+  std::vector<const ReadPlan::Verify*> bad;
+  if (result.ok() && !plan.verify.empty()) result = VerifyBlocks(*cache_, plan.verify, &bad);
   // Read errors go to the caller; the log hears of each episode once.
   if (!result.ok() && !read_failing_.exchange(true)) {
     Log("read failed: " + result.message() + "; the read returns EIO");
@@ -785,18 +649,76 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
              read_failing_.exchange(false)) {
     Log("reads work again");
   }
-  if (!pinned.empty() || !staged.empty()) {
+  if (!plan.pinned.empty() || !plan.staged.empty()) {
     Lock lk(mu_);
-    for (const Verify* v : bad) result = BadBlockLocked(v->cache_off, v->block);
-    for (uint32_t slot : pinned) SegOf(slot).pins--;
+    for (const ReadPlan::Verify* v : bad) result = BadBlockLocked(v->cache_off, v->block);
+    for (uint32_t slot : plan.pinned) SegOf(slot).pins--;
     cv_.notify_all();
-    for (const Staged& x : staged) {
+    for (const ReadPlan::Staged& x : plan.staged) {
       if (result.ok()) stager_.Fill(x.block, x.data);
       else stager_.Cancel(x.block);
     }
-    if (!staged.empty()) InjectStagedLocked(std::chrono::milliseconds(opts_.read_stage_delay_ms));
+    if (!plan.staged.empty()) InjectStagedLocked(std::chrono::milliseconds(opts_.read_stage_delay_ms));
   }
   return result;
+}
+
+void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan* plan) {
+  const int64_t threshold = tun_.read_cache_threshold;
+  const bool stage = threshold > 0 && !failed_ && !closed_ &&
+                     stager_.Track(off / kBlockSize, (off + len + kBlockSize - 1) / kBlockSize, threshold);
+  for (Pieces p(off, len); !p.done(); p.Next()) {
+    const uint64_t block = p.block();
+    const uint32_t lo = p.lo(), hi = p.hi();
+    uint8_t* dst = out + p.at();
+    unsigned stat = p.whole() ? kStatFull : 0;
+    const uint32_t slot = index_.Find(block);
+    const bool zeroed = zeros_.Covers(block);  // a pending discard: not the backing's data
+    if (slot == BlockIndex::kNone) {
+      if (zeroed) std::memset(dst, 0, hi - lo);
+      else plan->Add(dst, block * kBlockSize + lo, hi - lo, false);
+      if (stage && (stat & kStatFull) && stager_.Reserve(block)) plan->staged.push_back({block, dst});
+      st_.stat[stat]++;
+      continue;
+    }
+    stat |= kStatHit;
+    const uint8_t mask = SlotWord::Mask(slots_[slot]);
+    const uint8_t* ram = RamBlock(slot);
+    if (InCurrentSegment(slot)) stat |= kStatBuffer;
+    bool pin = false;
+    bool from_cache = false;  // some sectors come from the cache device
+    // Walk the sectors, each from the cache (valid) or the backing.
+    for (uint32_t b = lo; b < hi;) {
+      const bool cached = mask & (1u << (b / kSectorSize));
+      uint32_t e = b;
+      while (e < hi && ((mask >> (e / kSectorSize)) & 1u) == cached) {
+        e = std::min(hi, (e / kSectorSize + 1) * kSectorSize);
+      }
+      if (!cached) {
+        if (zeroed) std::memset(dst + (b - lo), 0, e - b);
+        else plan->Add(dst + (b - lo), block * kBlockSize + b, e - b, false);
+      } else if (ram != nullptr) {
+        std::memcpy(dst + (b - lo), ram + b, e - b);
+      } else if (!block_crcs_) {
+        plan->Add(dst + (b - lo), CacheOffset(slot) + b, e - b, true);
+        pin = true;
+      } else {
+        from_cache = true;  // whole block, below
+      }
+      b = e;
+    }
+    if (from_cache) {
+      pin = true;
+      const bool whole = lo == 0 && hi == kBlockSize && mask == format::kFullMask;
+      plan->verify.push_back({dst, CacheOffset(slot), block, crcs_[slot], !whole, lo, hi, mask});
+      if (whole) plan->Add(dst, CacheOffset(slot), kBlockSize, true);
+    }
+    if (pin) {
+      SegOf(slot).pins++;
+      plan->pinned.push_back(slot);
+    }
+    st_.stat[stat]++;
+  }
 }
 
 void EngineImpl::InjectStagedLocked(ReadStager::Clock::duration min_age) {
@@ -1968,7 +1890,9 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
   }
   if (meta.blank) {
     if (!opts.format_blank_cache) {
-      return Status::InvalidArgument("the cache " + cache->Name() + " is not formatted");
+      // Its own code: the offline writeback tells "nothing to write back"
+      // from every other refusal by it, not by the message.
+      return Status::NotFound("the cache " + cache->Name() + " is not formatted");
     }
     WBFS_RETURN_IF_ERROR(Format(*cache, bsize, &meta));
     formatted = true;
