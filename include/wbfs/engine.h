@@ -53,7 +53,7 @@ struct EngineOptions {
   // write-around mode, where the backing is written outside writeback.
   uint64_t writeback_fill_gap = 256 << 10;
   uint64_t writeback_fill_window = 8 << 20;
-  // Open-time only: refuse a blank cache instead of formatting it.
+  // Open-time only: refuse a blank cache (NotFound) instead of formatting it.
   bool format_blank_cache = true;
   // After formatting a cache, write zeros over the segments the log has
   // not reached yet, in the background, ahead of the log (threads only).

@@ -467,7 +467,10 @@ int CmdWriteback(const std::vector<std::string>& args) {
                              std::move(journal.value()));
   if (!engine.ok()) {
     if (created) ::unlink(JournalPath(a.Value("--journal"), AbsolutePath(bpath)).c_str());
-    if (blank && engine.status().code() == Status::Code::kInvalidArgument) {
+    // NotFound: the engine's refusal of a blank cache, after it applied an
+    // interrupted journal unit (any other refusal, e.g. a backing of the
+    // wrong size or another backing's journal, is a failure).
+    if (blank && engine.status().code() == Status::Code::kNotFound) {
       std::printf("%s is blank: nothing to write back\n", cpath.c_str());
       return kExitOk;
     }

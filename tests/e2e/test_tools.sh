@@ -99,6 +99,14 @@ grep -q "0 dirty blocks" "$T/wb2.out" || fail "second writeback: $(cat "$T/wb2.o
 "$WBFS" format "$T/cache.img" >"$T/format.out"
 grep -q "next mount formats" "$T/format.out" || fail "format of a clean cache: $(cat "$T/format.out")"
 [ "$(cjson "$T/cache.img" .blank)" = true ] || fail "not blank after format"
+# Offline writeback of a blank cache: nothing to do (exit 0); but a backing
+# the engine refuses is a failure, blank cache or not (it once read every
+# refusal of a blank cache as "nothing to write back").
+"$WBFS" writeback --backing "$T/backing.img" --cache "$T/cache.img" >"$T/wb3.out" ||
+  fail "writeback of a blank cache: $(cat "$T/wb3.out")"
+grep -q "nothing to write back" "$T/wb3.out" || fail "writeback of a blank cache: $(cat "$T/wb3.out")"
+truncate -s 1000 "$T/odd.img"
+expect_exit 1 "" "$WBFS" writeback --backing "$T/odd.img" --cache "$T/cache.img" --journal none
 
 # fstab: "BACKING MOUNTPOINT fuse.wbfs cache=CACHE,... 0 0" makes mount(8)
 # run mount.fuse3, which runs "wbfs BACKING MOUNTPOINT -o OPTIONS".
