@@ -133,7 +133,7 @@ constexpr Field<uint64_t> kCounts[] = {
     {"nr_staged_blocks", &EngineStats::nr_staged_blocks, kRequired},
     {"nr_staging", &EngineStats::nr_staging, kRequired},
     {"discarded_bytes", &EngineStats::discarded_bytes, kRequired},
-    {"pending_discards", &EngineStats::pending_discards, kRequired},
+    {"pending_discards", &EngineStats::pending_discards, kOptional},
     {"nr_writeback_units", &EngineStats::nr_writeback_units, kOptional},
     {"journal_bytes_written", &EngineStats::journal_bytes_written, kRequired},
     // What losing the cache now would cost.
@@ -141,11 +141,11 @@ constexpr Field<uint64_t> kCounts[] = {
     {"user_bytes_written", &EngineStats::user_bytes_written, kRequired},
     {"cache_bytes_written", &EngineStats::cache_bytes_written, kRequired},
     {"backing_bytes_written", &EngineStats::backing_bytes_written, kRequired},
-    {"backing_fill_bytes", &EngineStats::backing_fill_bytes, kRequired},
+    {"backing_fill_bytes", &EngineStats::backing_fill_bytes, kOptional},
     {"replayed_chunks", &EngineStats::replayed_chunks, kOptional},
     {"dropped_chunks", &EngineStats::dropped_chunks, kOptional},
     {"nr_checksum_errors", &EngineStats::nr_checksum_errors, kOptional},
-    {"cache_prefill_bytes", &EngineStats::cache_prefill_bytes, kRequired},
+    {"cache_prefill_bytes", &EngineStats::cache_prefill_bytes, kOptional},
     // Absent from older daemons: DecodeStatus derives them from the counts.
     {"cache_data_bytes", &EngineStats::cache_data_bytes, kOptional},
     {"cached_bytes", &EngineStats::cached_bytes, kOptional},
@@ -158,7 +158,7 @@ constexpr Field<bool> kFlags[] = {
     {"writeback_failing", &EngineStats::writeback_failing, kRequired},
     {"journal_replayed", &EngineStats::journal_replayed, kOptional},
     {"formatted", &EngineStats::formatted, kOptional},
-    {"prefilling", &EngineStats::prefilling, kRequired},
+    {"prefilling", &EngineStats::prefilling, kOptional},
     {"failed", &EngineStats::failed, kRequired},
 };
 // Texts (sent in display form). Two more are sent only when they say
