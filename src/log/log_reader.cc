@@ -137,7 +137,10 @@ ChunkWalker::ChunkWalker(Device& cache, const format::Superblock& sb, unsigned p
     : cache_(cache),
       sb_(sb),
       backing_blocks_(sb.backing_size / kBlockSize),
-      prefetch_(std::make_unique<HeaderPrefetch>(cache, sb, prefetch_threads, prefetch_end_id)),
+      // (No prefetch buffer of 256 KiB for a walk without threads: dump,
+      // check's per-slot walks, the fuzzer.)
+      prefetch_(prefetch_threads == 0 ? nullptr
+                                      : std::make_unique<HeaderPrefetch>(cache, sb, prefetch_threads, prefetch_end_id)),
       hbuf_(kBlockSize) {}
 
 ChunkWalker::~ChunkWalker() = default;
@@ -187,7 +190,7 @@ Status ChunkWalker::Next(bool* got) {
     stop_ = WalkStop::kLogFull;
     return Status::OK();
   }
-  const uint8_t* header = pos_.block == 0 ? prefetch_->Get(pos_.segment_id) : nullptr;
+  const uint8_t* header = pos_.block == 0 && prefetch_ != nullptr ? prefetch_->Get(pos_.segment_id) : nullptr;
   if (header == nullptr) {
     WBFS_RETURN_IF_ERROR(cache_.ReadAt(offset(), hbuf_.data(), kBlockSize));
     header = hbuf_.data();
