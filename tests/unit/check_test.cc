@@ -7,6 +7,7 @@
 
 #include "log/check.h"
 #include "log/replay.h"
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -19,16 +20,12 @@ namespace {
 // An 8 MiB cache written by `fill` through an engine that then crashes
 // (no clean close).
 std::shared_ptr<MemDisk> CrashedCache(size_t backing_size, const std::function<void(Engine&)>& fill) {
-  auto backing = std::make_shared<MemDisk>(backing_size);
-  auto cache = std::make_shared<MemDisk>(8 << 20);
-  EngineOptions o;
-  o.threads = false;
-  auto e = std::move(Engine::Open(o, Dev(backing), Dev(cache)).value());
-  fill(*e);
-  cache->Freeze();
-  e.reset();
-  cache->KeepAll();
-  return cache;
+  EngineRig r(backing_size, 8 << 20);
+  r.opts.threads = false;
+  r.Open();
+  fill(*r.e);
+  r.ProcessCrash();
+  return r.cache;
 }
 
 // A cache with several synced segments and 3 chunks cut by fsyncs after.
@@ -115,22 +112,19 @@ TEST_CASE("check: garbage superblock, one torn record, blank cache") {
   SUBCASE("one torn record is fine, the other serves") {
     // Each clean unmount writes a record, alternating slots: two mounts
     // closed cleanly, then a third that crashes, leave both slots valid.
-    cache = std::make_shared<MemDisk>(8 << 20);
-    auto backing = std::make_shared<MemDisk>(8 << 20);
+    EngineRig rig(8 << 20, 8 << 20);
+    cache = rig.cache;
     std::vector<uint8_t> b(4096, 7);
-    EngineOptions o;
-    o.threads = false;
+    rig.opts.threads = false;
     for (int mount = 0; mount < 3; mount++) {
-      auto e = std::move(Engine::Open(o, Dev(backing), Dev(cache)).value());
-      for (int i = 0; i < 50; i++) REQUIRE(e->Write(uint64_t(mount * 50 + i) * 4096, b.data(), 4096).ok());
-      REQUIRE(e->Flush().ok());
+      rig.Open();
+      for (int i = 0; i < 50; i++) REQUIRE(rig.e->Write(uint64_t(mount * 50 + i) * 4096, b.data(), 4096).ok());
+      REQUIRE(rig.e->Flush().ok());
       if (mount < 2) {
-        REQUIRE(e->Close().ok());
+        rig.Close();
         continue;
       }
-      cache->Freeze();
-      e.reset();
-      cache->KeepAll();
+      rig.ProcessCrash();
     }
     log::CheckReport r0 = Check(cache);
     REQUIRE(r0.valid_records == 2);
@@ -321,12 +315,11 @@ TEST_CASE("replay fold: newest copies, dirty flags, discards, what the journal a
   CHECK(applied.nr_dirty == 0);
   CHECK(applied.discards.empty());
   // The engine's replay arrives at the same state.
-  auto backing = std::make_shared<MemDisk>(8 << 20);
-  EngineOptions o;
-  o.threads = false;
-  auto e = Engine::Open(o, Dev(backing), Dev(cache));
-  REQUIRE(e.ok());
-  CHECK(e.value()->Stats().nr_dirty_cache_blocks == st.nr_dirty);
-  CHECK(e.value()->Stats().nr_cached_blocks == st.nr_cached());
-  CHECK(e.value()->Stats().pending_discards == st.discards.size());
+  EngineRig rig(8 << 20, 0);
+  rig.cache = cache;  // the one built above
+  rig.opts.threads = false;
+  rig.Open();
+  CHECK(rig.e->Stats().nr_dirty_cache_blocks == st.nr_dirty);
+  CHECK(rig.e->Stats().nr_cached_blocks == st.nr_cached());
+  CHECK(rig.e->Stats().pending_discards == st.discards.size());
 }

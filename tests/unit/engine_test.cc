@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "support/crash_model.h"
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -23,58 +24,7 @@ namespace {
 
 constexpr size_t kMiB = 1 << 20;
 
-struct Rig {
-  std::shared_ptr<MemDisk> backing, cache;
-  std::unique_ptr<Engine> e;
-  std::vector<uint8_t> model;  // what the image must read back as
-  std::mt19937_64 rng{1};
-  EngineOptions opts;
-
-  Rig(size_t backing_size, size_t cache_size)
-      : backing(std::make_shared<MemDisk>(backing_size, "backing")),
-        cache(std::make_shared<MemDisk>(cache_size, "cache")),
-        model(backing_size, 0) {}
-
-  void Open() {
-    auto r = Engine::Open(opts, Dev(backing), Dev(cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  void Close() {
-    REQUIRE(e->Close().ok());
-    e.reset();
-  }
-  // Writes `len` random bytes at `off`, through the engine and the model.
-  void Write(uint64_t off, size_t len) {
-    std::vector<uint8_t> buf(len);
-    for (auto& b : buf) b = static_cast<uint8_t>(rng());
-    REQUIRE(e->Write(off, buf.data(), len).ok());
-    std::memcpy(model.data() + off, buf.data(), len);
-  }
-  void Fill(uint64_t off, size_t len, uint8_t v) {
-    std::vector<uint8_t> buf(len, v);
-    REQUIRE(e->Write(off, buf.data(), len).ok());
-    std::memcpy(model.data() + off, buf.data(), len);
-  }
-  void CheckRange(uint64_t off, size_t len) {
-    std::vector<uint8_t> buf(len);
-    REQUIRE(e->Read(off, buf.data(), len).ok());
-    for (size_t i = 0; i < len; i++) {
-      if (buf[i] != model[off + i]) {
-        FAIL("byte " << off + i << " is " << int(buf[i]) << ", expected " << int(model[off + i]));
-      }
-    }
-  }
-  void CheckAll() { CheckRange(0, model.size()); }
-  uint64_t Stat(const char* name) {
-    EngineStats s = e->Stats();
-    for (unsigned i = 0; i < 16; i++) {
-      if (StatName(i) == name) return s.stat[i];
-    }
-    FAIL("no stat " << name);
-    return 0;
-  }
-};
+using Rig = EngineRig;
 
 }  // namespace
 
@@ -231,11 +181,7 @@ TEST_CASE("a process crash keeps every flushed write") {
   REQUIRE(r.e->Flush().ok());
   std::vector<uint8_t> flushed = r.model;
   r.Write(200000, 5000);  // never flushed: may or may not survive
-  r.cache->Freeze();
-  r.backing->Freeze();
-  r.e.reset();  // the engine's last writes fail: a dead process
-  r.cache->KeepAll();
-  r.backing->KeepAll();
+  r.ProcessCrash();  // the engine's last writes fail: a dead process
   r.model = flushed;
   r.Open();
   r.CheckRange(0, 100000);
@@ -267,12 +213,7 @@ TEST_CASE("power cuts: flushed writes survive, nothing stale comes back") {
           m.Flushed(r.model);
         }
       }
-      // Power cut.
-      r.cache->Freeze();
-      r.backing->Freeze();
-      r.e.reset();
-      r.cache->Crash(g);
-      r.backing->Crash(g);
+      r.PowerCut(g);
       crash_points++;
       r.Open();
       std::vector<uint8_t> got(r.model.size());
@@ -427,9 +368,7 @@ TEST_CASE("prefilling a new cache never writes zeros where the log writes") {
   r.opts.prefill_new_cache = true;
   auto gate = std::make_unique<GateDevice>(r.cache, format::kSegmentsOffset);
   GateDevice* g = gate.get();
-  auto opened = Engine::Open(r.opts, Dev(r.backing), std::move(gate));
-  REQUIRE(opened.ok());
-  r.e = std::move(opened.value());
+  r.Open(std::move(gate));
   CHECK(r.e->Stats().prefilling);
   g->WaitForWriter();  // the prefill is inside its write of the first segment
   std::atomic<bool> returned{false};

@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -14,38 +15,12 @@ using namespace wbfs::test;
 
 namespace {
 
-struct FaultRig {
-  std::shared_ptr<MemDisk> backing = std::make_shared<MemDisk>(8 << 20, "backing");
-  std::shared_ptr<MemDisk> cache = std::make_shared<MemDisk>(format::kMinCacheSize, "cache");
-  std::unique_ptr<Engine> e;
-  std::vector<uint8_t> model = std::vector<uint8_t>(8 << 20, 0);
-  std::vector<std::string> log;
-  std::mt19937_64 rng{5};
-
-  void Open() {
-    EngineOptions o;
-    o.nr_ram_buffers = 2;
-    o.log = [this](const std::string& m) { log.push_back(m); };
-    auto r = Engine::Open(o, Dev(backing), Dev(cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  Status Write(uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    for (auto& x : b) x = static_cast<uint8_t>(rng());
-    Status st = e->Write(off, b.data(), len);
-    if (st.ok()) std::memcpy(model.data() + off, b.data(), len);
-    return st;
-  }
-  bool Matches(uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    REQUIRE(e->Read(off, b.data(), len).ok());
-    return std::memcmp(b.data(), model.data() + off, len) == 0;
-  }
-  size_t Logged(const std::string& what) {
-    size_t n = 0;
-    for (const auto& l : log) n += l.find(what) != std::string::npos;
-    return n;
+// 8 MiB backing, the smallest cache, two RAM buffers; the log is kept.
+struct FaultRig : EngineRig {
+  FaultRig() : EngineRig(8 << 20, format::kMinCacheSize) {
+    rng.seed(5);
+    opts.nr_ram_buffers = 2;
+    CaptureLog();
   }
 };
 
@@ -54,14 +29,14 @@ struct FaultRig {
 TEST_CASE("a failed backing read fails that read only") {
   FaultRig r;
   r.Open();
-  REQUIRE(r.Write(0, 4096).ok());
+  REQUIRE(r.TryWrite(0, 4096).ok());
   r.backing->fail_read_after = 0;
   std::vector<uint8_t> b(8192);
   CHECK(r.e->Read(4096, b.data(), 4096).code() == Status::Code::kIOError);  // a miss
   CHECK(r.Matches(0, 4096));        // a hit needs no backing
   CHECK(r.Matches(4096, 4096));     // the fault was one-shot
   CHECK_FALSE(r.e->Stats().failed);
-  CHECK(r.Write(8192, 4096).ok());
+  CHECK(r.TryWrite(8192, 4096).ok());
   CHECK(r.e->Flush().ok());
   CHECK(r.Logged("read failed") == 1);
   CHECK(r.Logged("reads work again") == 1);
@@ -70,7 +45,7 @@ TEST_CASE("a failed backing read fails that read only") {
 TEST_CASE("a failed cache read fails that read only") {
   FaultRig r;
   r.Open();
-  for (int i = 0; i < 300; i++) REQUIRE(r.Write(uint64_t(i) * 4096, 4096).ok());
+  for (int i = 0; i < 300; i++) REQUIRE(r.TryWrite(uint64_t(i) * 4096, 4096).ok());
   REQUIRE(r.e->Flush().ok());  // block 0 now lives on the cache device only
   r.cache->fail_read_after = 0;
   std::vector<uint8_t> b(4096);
@@ -86,20 +61,20 @@ TEST_CASE("a failed backing write in writeback keeps the blocks dirty, and is re
   // Fill the log until it must wrap: the write that needs room fails.
   Status st;
   int i = 0;
-  for (; i < 2000 && st.ok(); i++) st = r.Write(uint64_t(i % 1500) * 4096, 4096);
+  for (; i < 2000 && st.ok(); i++) st = r.TryWrite(uint64_t(i % 1500) * 4096, 4096);
   CHECK(st.code() == Status::Code::kIOError);
   CHECK_FALSE(r.e->Stats().failed);  // the cache is fine: not a sticky failure
   uint64_t dirty = r.e->Stats().nr_dirty_cache_blocks;
   CHECK(dirty > 0);
   // Retried: still failing, still dirty, logged once.
-  CHECK(!r.Write(0, 4096).ok());
+  CHECK(!r.TryWrite(0, 4096).ok());
   CHECK(r.e->Stats().nr_dirty_cache_blocks == dirty);
   CHECK(r.Logged("writeback failed") == 1);
   CHECK(r.Matches(0, 1500 * 4096));  // everything acknowledged reads back
   CHECK(r.e->Flush().ok());
   // The disk is back: writes go on and the backing gets everything.
   r.backing->ClearFaults();
-  for (int k = 0; k < 600; k++) REQUIRE(r.Write(uint64_t(k % 1500) * 4096, 4096).ok());
+  for (int k = 0; k < 600; k++) REQUIRE(r.TryWrite(uint64_t(k % 1500) * 4096, 4096).ok());
   CHECK(r.Logged("writeback works again") == 1);
   REQUIRE(r.e->WritebackAll().ok());
   REQUIRE(r.e->Close().ok());
@@ -109,10 +84,10 @@ TEST_CASE("a failed backing write in writeback keeps the blocks dirty, and is re
 TEST_CASE("a failed cache sync fails the fsync; what an earlier fsync covered survives") {
   FaultRig r;
   r.Open();
-  REQUIRE(r.Write(0, 20000).ok());
+  REQUIRE(r.TryWrite(0, 20000).ok());
   REQUIRE(r.e->Flush().ok());
   std::vector<uint8_t> flushed = r.model;
-  REQUIRE(r.Write(40000, 5000).ok());
+  REQUIRE(r.TryWrite(40000, 5000).ok());
   r.cache->fail_sync_after = 0;
   CHECK(r.e->Flush().code() == Status::Code::kIOError);
   CHECK(r.e->Stats().failed);
@@ -120,12 +95,7 @@ TEST_CASE("a failed cache sync fails the fsync; what an earlier fsync covered su
   CHECK(r.Matches(0, 50000));                             // reads go on
   CHECK(r.Logged("cache failed") == 1);
   // Power cut, remount on a healthy disk.
-  r.cache->Freeze();
-  r.backing->Freeze();
-  r.e.reset();
-  std::mt19937_64 g(1);
-  r.cache->Crash(g);
-  r.backing->Crash(g);
+  r.PowerCut(1);
   r.cache->ClearFaults();
   r.model = flushed;
   r.Open();
@@ -135,19 +105,15 @@ TEST_CASE("a failed cache sync fails the fsync; what an earlier fsync covered su
 TEST_CASE("a short cache write is a failed write: the torn chunk is dropped at replay") {
   FaultRig r;
   r.Open();
-  REQUIRE(r.Write(0, 16384).ok());
+  REQUIRE(r.TryWrite(0, 16384).ok());
   REQUIRE(r.e->Flush().ok());
   std::vector<uint8_t> flushed = r.model;
   r.cache->fail_write_after = 0;
   r.cache->short_writes = true;
-  REQUIRE(r.Write(0, 16384).ok());  // lands in RAM
+  REQUIRE(r.TryWrite(0, 16384).ok());  // lands in RAM
   CHECK(r.e->Flush().code() == Status::Code::kIOError);
   CHECK(r.Matches(0, 16384));  // the RAM copy still serves reads
-  r.cache->Freeze();
-  r.backing->Freeze();
-  r.e.reset();
-  r.cache->KeepAll();  // keep the half-written chunk: it must not validate
-  r.backing->KeepAll();
+  r.ProcessCrash();  // keep the half-written chunk: it must not validate
   r.cache->ClearFaults();
   r.model = flushed;
   r.Open();

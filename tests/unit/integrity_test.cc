@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "log/check.h"
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "util/crc32c.h"
 #include "wbfs/engine.h"
@@ -26,38 +27,11 @@ namespace {
 
 constexpr uint64_t kB = format::kBlockSize;
 
-struct Rig {
-  std::shared_ptr<MemDisk> backing = std::make_shared<MemDisk>(8 << 20, "backing");
-  std::shared_ptr<MemDisk> cache = std::make_shared<MemDisk>(format::kSegmentsOffset + 8 * format::kSegmentSize, "cache");
-  std::unique_ptr<Engine> e;
-  EngineOptions opts;
-  std::mutex log_mu;
-  std::vector<std::string> log;
-  Rig() {
+// A cache of 8 segments; no background thread; the log is kept.
+struct Rig : EngineRig {
+  Rig() : EngineRig(8 << 20, format::kSegmentsOffset + 8 * format::kSegmentSize) {
     opts.background = false;
-    opts.log = [this](const std::string& m) {
-      std::lock_guard<std::mutex> l(log_mu);
-      log.push_back(m);
-    };
-  }
-  void Open(std::unique_ptr<Device> cache_dev = nullptr) {
-    auto r = Engine::Open(opts, Dev(backing), cache_dev ? std::move(cache_dev) : Dev(cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  void Close() {
-    REQUIRE(e->Close().ok());
-    e.reset();
-  }
-  void Fill(uint64_t off, size_t len, uint8_t v) {
-    std::vector<uint8_t> b(len, v);
-    REQUIRE(e->Write(off, b.data(), len).ok());
-  }
-  size_t LogLines(const std::string& part) {
-    std::lock_guard<std::mutex> l(log_mu);
-    size_t n = 0;
-    for (const std::string& m : log) n += m.find(part) != std::string::npos;
-    return n;
+    CaptureLog();
   }
   // The cache offset of the only 4 KiB block of the cache that is all `v`.
   uint64_t FindCachedBlock(uint8_t v) {
@@ -129,7 +103,7 @@ TEST_CASE("a cached block that does not match its checksum is EIO, logged once, 
   uint8_t x = 9;
   CHECK(!r.e->Write(4 * kB + 7, &x, 1).ok());
   CHECK(r.e->Stats().nr_checksum_errors == 1);
-  CHECK(r.LogLines("does not match its checksum") == 1);
+  CHECK(r.Logged("does not match its checksum") == 1);
   // Writeback stops at it; the backing never sees the damaged bytes.
   CHECK(!r.e->WritebackAll().ok());
   CHECK(r.e->Stats().nr_dirty_cache_blocks == 9);
@@ -422,7 +396,7 @@ TEST_CASE("a log that lost a synced chunk in the middle is refused unchanged, or
   r.FlipCacheByte(c0.segments[2].offset + 200);
   const std::vector<uint8_t> cache_before = r.cache->data, backing_before = r.backing->data;
 
-  auto refused = Engine::Open(r.opts, Dev(r.backing), Dev(r.cache));
+  auto refused = r.TryOpen();
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.status().code() == Status::Code::kCorruption);
   CHECK(refused.status().message().find("records it as synced") != std::string::npos);
@@ -434,7 +408,7 @@ TEST_CASE("a log that lost a synced chunk in the middle is refused unchanged, or
   // plus the part of B that precedes the damage.
   r.opts.accept_loss = true;
   r.Open();
-  CHECK(r.LogLines("rolled back to flush point") == 1);
+  CHECK(r.Logged("rolled back to flush point") == 1);
   CHECK(r.e->Stats().dropped_chunks > 0);
   CHECK(r.e->Stats().nr_dirty_cache_blocks == 0);
   CHECK(read_block(300) == 0);  // its chunk came after the damage

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "journal/journal.h"
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -182,30 +183,18 @@ TEST_CASE("journal: refuses garbage and a journal of another backing, without wr
 
 namespace {
 
-struct JRig {
-  std::shared_ptr<MemDisk> backing = std::make_shared<MemDisk>(2 << 20, "backing");
-  std::shared_ptr<MemDisk> cache = std::make_shared<MemDisk>(format::kMinCacheSize + 4 * format::kSegmentSize, "cache");
-  std::shared_ptr<MemDisk> jdev = std::make_shared<MemDisk>(16 << 20, "journal");
-  std::unique_ptr<Engine> e;
-  EngineOptions opts;
-  bool with_journal = true;
-  JRig() {
+// A cache of 4 segments more than the smallest, a 16 MiB journal disk; no
+// threads.
+struct JRig : EngineRig {
+  JRig() : EngineRig(2 << 20, format::kMinCacheSize + 4 * format::kSegmentSize) {
+    AddJournal(16 << 20);
     opts.threads = false;
     opts.background = false;
-  }
-  void Open() {
-    auto r = Engine::Open(opts, Dev(backing), Dev(cache), with_journal ? Dev(jdev) : nullptr);
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  void Fill(uint64_t block, uint8_t v) {
-    std::vector<uint8_t> b(4096, v);
-    REQUIRE(e->Write(block * 4096, b.data(), b.size()).ok());
   }
   // Fills the rest of the current segment with blocks >= 200, so the next
   // write starts a new segment.
   void Seal() {
-    for (int i = 0; i < 127; i++) Fill(200 + i, 0x5A);
+    for (int i = 0; i < 127; i++) FillBlock(200 + i, 0x5A);
   }
 };
 
@@ -217,10 +206,10 @@ TEST_CASE("journaled writeback applies superseded versions: the backing is a pre
     JRig r;
     r.with_journal = journal;
     r.Open();
-    r.Fill(1, 0x11);  // segment 1: block 1 = 0x11, block 2 = 0x21
-    r.Fill(2, 0x21);
+    r.FillBlock(1, 0x11);  // segment 1: block 1 = 0x11, block 2 = 0x21
+    r.FillBlock(2, 0x21);
     r.Seal();
-    r.Fill(2, 0x22);  // segment 2 (or later): block 2 rewritten
+    r.FillBlock(2, 0x22);  // segment 2 (or later): block 2 rewritten
     REQUIRE(r.e->Flush().ok());
     REQUIRE(r.e->WritebackOldest(1).ok());
     // After segment 1 alone, the image was block 1 = 0x11, block 2 = 0x21.
@@ -240,7 +229,7 @@ TEST_CASE("after a crash, mount trusts the journal's flush point over a lagging 
   JRig r;
   r.Open();
   for (int i = 0; i < 3; i++) {
-    r.Fill(i, uint8_t(0x30 + i));
+    r.FillBlock(i, uint8_t(0x30 + i));
     r.Seal();
   }
   REQUIRE(r.e->Flush().ok());
@@ -249,15 +238,7 @@ TEST_CASE("after a crash, mount trusts the journal's flush point over a lagging 
   CHECK(point > 0);
   // Power cut: the record (written at unmount or wrap) still says nothing
   // was written back.
-  r.cache->Freeze();
-  r.backing->Freeze();
-  r.jdev->Freeze();
-  r.e.reset();
-  for (auto* d : {r.cache.get(), r.backing.get(), r.jdev.get()}) {
-    d->pending.clear();
-    d->data = d->durable;
-    d->frozen = false;
-  }
+  r.PowerCutLosingUnsynced();
   r.Open();
   EngineStats s = r.e->Stats();
   CHECK(s.nr_dirty_cache_blocks == 0);  // nothing to write back again
@@ -274,7 +255,7 @@ TEST_CASE("status reports the dirty age; max_dirty_age forces writeback of old c
   r.opts.background = true;
   r.opts.tunables.writeback_threshold = 0;  // only max_dirty_age writes back
   r.Open();
-  r.Fill(5, 0x55);
+  r.FillBlock(5, 0x55);
   REQUIRE(r.e->Flush().ok());
   EngineStats s = r.e->Stats();
   CHECK(s.oldest_unapplied_ms > 0);
@@ -316,10 +297,10 @@ TEST_CASE("journal: a unit whose apply failed is completed before the next one i
 TEST_CASE("a journaled unit whose apply failed is covered whole by the next unit") {
   JRig r;
   r.Open();
-  r.Fill(1, 0x11);  // segment 1
+  r.FillBlock(1, 0x11);  // segment 1
   r.Seal();
-  r.Fill(1, 0x12);  // segment 2
-  r.Fill(100, 0x22);
+  r.FillBlock(1, 0x12);  // segment 2
+  r.FillBlock(100, 0x22);
   r.Seal();
   REQUIRE(r.e->Flush().ok());
   r.backing->fail_write_after = 1;  // the unit's second run fails: half applied
@@ -339,10 +320,10 @@ TEST_CASE("writeback fills small gaps between runs with the backing's data, neve
   for (size_t i = 0; i < r.backing->data.size(); i++) r.backing->data[i] = uint8_t(i / 4096 + 1);
   r.backing->durable = r.backing->data;
   r.Open();
-  r.Fill(10, 0xA0);
-  r.Fill(12, 0xA2);  // block 11 between: filled with its own backing data
+  r.FillBlock(10, 0xA0);
+  r.FillBlock(12, 0xA2);  // block 11 between: filled with its own backing data
   REQUIRE(r.e->Discard(14 * 4096, 4096).ok());
-  r.Fill(16, 0xA6);  // block 14 punched between 12 and 16: no fill across it
+  r.FillBlock(16, 0xA6);  // block 14 punched between 12 and 16: no fill across it
   REQUIRE(r.e->WritebackAll().ok());
   CHECK(r.backing->durable[10 * 4096] == 0xA0);
   CHECK(r.backing->durable[11 * 4096] == 12);  // unchanged (rewritten as it was)

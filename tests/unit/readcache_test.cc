@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -16,54 +17,11 @@ using namespace wbfs::test;
 
 namespace {
 
-struct RcRig {
-  std::shared_ptr<MemDisk> backing = std::make_shared<MemDisk>(8 << 20, "backing");
-  std::shared_ptr<MemDisk> cache = std::make_shared<MemDisk>(16 << 20, "cache");
-  std::unique_ptr<Engine> e;
-  std::vector<uint8_t> model = std::vector<uint8_t>(8 << 20);
-  EngineOptions opts;
-  std::mt19937_64 rng{21};
-
-  RcRig() {
-    for (size_t i = 0; i < model.size(); i++) backing->data[i] = model[i] = uint8_t(i / 4096 + i);
-    backing->durable = backing->data;
-  }
-  void Open() {
-    auto r = Engine::Open(opts, Dev(backing), Dev(cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  void Crash() {
-    cache->Freeze();
-    backing->Freeze();
-    e.reset();
-    std::mt19937_64 g(9);
-    cache->Crash(g);
-    backing->Crash(g);
-  }
-  std::vector<uint8_t> Read(uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    REQUIRE(e->Read(off, b.data(), len).ok());
-    return b;
-  }
-  void ReadBlock(uint64_t block) { (void)Read(block * 4096, 4096); }
-  void Write(uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    for (auto& x : b) x = uint8_t(rng());
-    REQUIRE(e->Write(off, b.data(), len).ok());
-    std::memcpy(model.data() + off, b.data(), len);
-  }
-  bool Matches(uint64_t off, size_t len) { return Read(off, len) == std::vector<uint8_t>(model.begin() + off, model.begin() + off + len); }
-  uint64_t Hits() {
-    EngineStats s = e->Stats();
-    return s.stat[kStatHit | kStatFull] + s.stat[kStatHit | kStatBuffer | kStatFull];
-  }
-  // Waits until every staged read has been injected or cancelled.
-  void Settle() {
-    for (int i = 0; i < 300 && e->Stats().nr_staging > 0; i++) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    REQUIRE(e->Stats().nr_staging == 0);
+// An 8 MiB backing holding a pattern, a 16 MiB cache.
+struct RcRig : EngineRig {
+  RcRig() : EngineRig(8 << 20, 16 << 20) {
+    rng.seed(21);
+    SetBacking([](size_t i) { return uint8_t(i / 4096 + i); });
   }
 };
 
@@ -177,7 +135,7 @@ TEST_CASE("write-around: writes reach the backing, cached copies go, fsync syncs
   REQUIRE(r.e->Flush().ok());
   CHECK(r.backing->syncs == syncs + 1);
   // A crash must not bring the old cached copies back.
-  r.Crash();
+  r.PowerCut(9);
   r.Open();
   CHECK(r.Matches(0, 1 << 20));
 }
@@ -213,7 +171,7 @@ TEST_CASE("discard of dirty, clean, partially dirty and buffered blocks, then re
     CHECK(r.Matches(0, 1 << 20));
     CHECK(r.Matches(0, 8 << 20));
     if (crash) {
-      r.Crash();  // the discard returned: it is durable
+      r.PowerCut(9);  // the discard returned: it is durable
     } else {
       REQUIRE(r.e->Close().ok());
     }

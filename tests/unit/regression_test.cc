@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -18,37 +19,9 @@ using namespace wbfs::test;
 
 namespace {
 
-struct Rig {
-  std::shared_ptr<MemDisk> backing = std::make_shared<MemDisk>(4 << 20, "backing");
-  std::shared_ptr<MemDisk> cache = std::make_shared<MemDisk>(format::kMinCacheSize, "cache");
-  std::unique_ptr<Engine> e;
-  EngineOptions opts;
-  Rig() { opts.threads = false; }
-  void Open() {
-    auto r = Engine::Open(opts, Dev(backing), Dev(cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  // A power cut that keeps nothing unsynced.
-  void PowerCut() {
-    cache->Freeze();
-    backing->Freeze();
-    e.reset();
-    for (auto* d : {cache.get(), backing.get()}) {
-      d->pending.clear();
-      d->data = d->durable;
-      d->frozen = false;
-    }
-  }
-  void Fill(uint64_t off, size_t len, uint8_t v) {
-    std::vector<uint8_t> b(len, v);
-    REQUIRE(e->Write(off, b.data(), len).ok());
-  }
-  uint8_t At(uint64_t off) {
-    uint8_t b = 0;
-    REQUIRE(e->Read(off, &b, 1).ok());
-    return b;
-  }
+// No threads: every device call in a fixed order.
+struct Rig : EngineRig {
+  Rig() : EngineRig(4 << 20, format::kMinCacheSize) { opts.threads = false; }
 };
 
 }  // namespace
@@ -73,7 +46,7 @@ TEST_CASE("regression: a crash between a discard and its punch exposes no stale 
   REQUIRE(r.e->Flush().ok());
   REQUIRE(r.e->Discard(0, 8 * 4096).ok());  // durable; the backing is punched by writeback
   CHECK(r.e->Stats().pending_discards == 1);
-  r.PowerCut();
+  r.PowerCutLosingUnsynced();
   r.Open();
   CHECK(r.e->Stats().pending_discards == 1);
   for (uint64_t b = 0; b < 8; b++) CHECK_MESSAGE(r.At(b * 4096) == 0, "block " << b);  // never V0 or V1
@@ -101,7 +74,7 @@ TEST_CASE("regression: a replayed discard is applied before the writes logged af
   r.backing->durable = r.backing->data;
   r.Open();
   REQUIRE(r.e->Discard(0, 16 * 4096).ok());
-  r.PowerCut();
+  r.PowerCutLosingUnsynced();
   r.Open();
   r.Fill(4 * 4096, 4096, 0xC2);
   REQUIRE(r.e->Flush().ok());
@@ -120,7 +93,7 @@ TEST_CASE("regression: a clean unmount in write-around mode makes the backing du
   r.Open();
   r.Fill(8192, 4096, 0xD1);  // no fsync
   REQUIRE(r.e->Close().ok());
-  r.PowerCut();
+  r.PowerCutLosingUnsynced();
   r.Open();
   CHECK(r.At(8192) == 0xD1);
 }
@@ -137,7 +110,7 @@ TEST_CASE("regression: write-around + read caching: a staged copy never outlives
   REQUIRE(r.e->Read(5 * 4096, b.data(), b.size()).ok());  // a miss: staged
   CHECK(b[0] == 0xE1);
   (void)r.e->Flush();  // the cache syncs; the backing's sync fails
-  r.PowerCut();        // the write never reached the backing durably
+  r.PowerCutLosingUnsynced();  // the write never reached the backing durably
   r.backing->ClearFaults();
   r.Open();
   REQUIRE(r.e->Read(5 * 4096, b.data(), b.size()).ok());

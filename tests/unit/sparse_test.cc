@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -26,25 +27,17 @@ namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
-struct SparseRig {
-  std::shared_ptr<MemDisk> backing = std::make_shared<MemDisk>(16 * kMiB, "backing");
-  std::shared_ptr<MemDisk> cache =
-      std::make_shared<MemDisk>(format::kMinCacheSize + 8 * format::kSegmentSize, "cache");
-  std::shared_ptr<MemDisk> jdev = std::make_shared<MemDisk>(16 * kMiB, "journal");
-  std::unique_ptr<Engine> e;
-  EngineOptions opts;
-  std::vector<uint8_t> model = std::vector<uint8_t>(16 * kMiB, 0);
-  std::mt19937_64 rng{5};
-  explicit SparseRig(bool threads = false) {
+// A sparse 16 MiB backing (all hole), a cache of 8 segments more than the
+// smallest, a 16 MiB journal disk; writeback only when the test calls it.
+struct SparseRig : EngineRig {
+  explicit SparseRig(bool threads = false)
+      : EngineRig(16 * kMiB, format::kMinCacheSize + 8 * format::kSegmentSize) {
+    AddJournal(16 * kMiB);
+    rng.seed(5);
     opts.threads = threads;
     opts.background = threads;
     opts.tunables.writeback_threshold = 0;
     backing->MakeSparse();
-  }
-  void Open(bool journal) {
-    auto r = Engine::Open(opts, Dev(backing), Dev(cache), journal ? Dev(jdev) : nullptr);
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
   }
   // Backing data written before the mount (allocated).
   void Preallocate(uint64_t off, uint64_t len) {
@@ -53,12 +46,6 @@ struct SparseRig {
     REQUIRE(Dev(backing)->WriteAt(off, b.data(), len).ok());
     REQUIRE(Dev(backing)->Sync().ok());
     std::memcpy(model.data() + off, b.data(), len);
-  }
-  void WriteBlock(uint64_t block) {
-    std::vector<uint8_t> b(4096);
-    for (auto& x : b) x = uint8_t(rng());
-    REQUIRE(e->Write(block * 4096, b.data(), b.size()).ok());
-    std::memcpy(model.data() + block * 4096, b.data(), b.size());
   }
   uint64_t HoleBytes() {
     std::lock_guard<std::mutex> l(backing->mu);
@@ -102,7 +89,8 @@ TEST_CASE("writeback never fills a hole of a sparse backing; gaps inside its dat
     SparseRig r;
     r.Preallocate(0, 4 * kMiB);  // the first 4 MiB hold data, the rest is a hole
     const uint64_t hole_bytes_before = r.HoleBytes();
-    r.Open(journal);
+    r.with_journal = journal;
+    r.Open();
     // Random blocks over the whole image, one every ~20 KiB: gaps well
     // under the 256 KiB fill limit, so every gap would be filled.
     std::set<uint64_t> in_holes;
@@ -132,7 +120,8 @@ TEST_CASE("a sparse backing on a nearly full file system: writeback needs only t
     CAPTURE(journal);
     SparseRig r;
     r.backing->SetCapacity(150);
-    r.Open(journal);
+    r.with_journal = journal;
+    r.Open();
     for (uint64_t k = 0; k < 100; k++) r.WriteBlock(1000 + 2 * k);
     Status st = r.e->WritebackAll();
     REQUIRE_MESSAGE(st.ok(), st.ToString());
@@ -147,7 +136,8 @@ TEST_CASE("ENOSPC on the backing is reported in status and retried; writeback re
     CAPTURE(journal);
     SparseRig r;
     r.backing->SetCapacity(10);
-    r.Open(journal);
+    r.with_journal = journal;
+    r.Open();
     for (uint64_t k = 0; k < 40; k++) r.WriteBlock(3000 + 3 * k);
     Status st = r.e->WritebackAll();
     CHECK(!st.ok());
@@ -171,7 +161,7 @@ TEST_CASE("drop_caches on a full backing backs off and finishes once space is fr
   // backing with room for 5; then room for 60.
   SparseRig r(true);
   r.backing->SetCapacity(5);
-  r.Open(true);
+  r.Open();
   for (uint64_t k = 0; k < 40; k++) r.WriteBlock(3000 + 3 * k);
   REQUIRE(r.e->Flush().ok());
   r.e->StartDropCaches();

@@ -46,6 +46,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -107,10 +108,10 @@ struct Errors {
   }
 };
 
-struct Stress {
-  std::shared_ptr<MemDisk> backing, cache;
-  std::unique_ptr<Engine> e;
-  std::unique_ptr<SectorModel[]> model{new SectorModel[kNrSectors]};
+// The rig's byte model is unused: `sectors` is the model here.
+struct Stress : EngineRig {
+  Stress() : EngineRig(kImageSize, format::kSegmentsOffset + kCacheSegments * format::kSegmentSize) {}
+  std::unique_ptr<SectorModel[]> sectors{new SectorModel[kNrSectors]};
   unsigned nr_owners = 0;
   std::atomic<bool> stop{false};
   Errors err;
@@ -125,21 +126,21 @@ struct Stress {
   // Puts op `seq` into the history of sectors [s0, s1) (before the call).
   void Begin(uint64_t s0, uint64_t s1, uint64_t seq, bool zero) {
     for (uint64_t s = s0; s < s1; s++) {
-      SectorModel& m = model[s];
+      SectorModel& m = sectors[s];
       const uint32_t i = m.n.load(std::memory_order_relaxed);  // only the owner stores n
       m.ring[i % kRing].store(Entry(seq, zero), std::memory_order_release);
       m.n.store(i + 1, std::memory_order_release);
     }
   }
   void End(uint64_t s0, uint64_t s1, uint64_t seq) {
-    for (uint64_t s = s0; s < s1; s++) model[s].done.store(seq, std::memory_order_release);
+    for (uint64_t s = s0; s < s1; s++) sectors[s].done.store(seq, std::memory_order_release);
   }
 
   // Checks the bytes [a, b) of sector `sec` (a, b relative to the sector)
   // read as `got`, given `lo` = its done before the read began.
   void CheckSector(uint64_t sec, uint64_t lo, const uint8_t* got, uint64_t a, uint64_t b,
                    const char* what) {
-    SectorModel& m = model[sec];
+    SectorModel& m = sectors[sec];
     const uint32_t n1 = m.n.load(std::memory_order_acquire);
     const uint32_t first = n1 > kRing ? n1 - kRing : 0;
     uint64_t ent[kRing];
@@ -196,7 +197,7 @@ struct Stress {
   void ReadAndCheck(uint64_t off, uint64_t len, const char* what) {
     const uint64_t s0 = off / kSector, s1 = (off + len + kSector - 1) / kSector;
     std::vector<uint64_t> lo(s1 - s0);
-    for (uint64_t s = s0; s < s1; s++) lo[s - s0] = model[s].done.load(std::memory_order_acquire);
+    for (uint64_t s = s0; s < s1; s++) lo[s - s0] = sectors[s].done.load(std::memory_order_acquire);
     std::vector<uint8_t> buf(len);
     Status st = e->Read(off, buf.data(), len);
     if (!st.ok()) {
@@ -353,8 +354,8 @@ struct Stress {
   std::vector<uint8_t> FinalImage() {
     std::vector<uint8_t> img(kImageSize, 0);
     for (uint64_t s = 0; s < kNrSectors; s++) {
-      const uint32_t n = model[s].n.load(std::memory_order_acquire);
-      const uint64_t en = model[s].ring[(n - 1) % kRing].load(std::memory_order_acquire);
+      const uint32_t n = sectors[s].n.load(std::memory_order_acquire);
+      const uint64_t en = sectors[s].ring[(n - 1) % kRing].load(std::memory_order_acquire);
       if (!(en & 1)) Stamp(s, en >> 1, img.data() + s * kSector);
     }
     return img;
@@ -406,22 +407,15 @@ std::string FirstDifference(const std::vector<uint8_t>& got, const std::vector<u
 TEST_CASE("stress: threads, background writeback, record refresh and drop_caches against a model") {
   const double seconds = StressSeconds();
   Stress t;
-  t.backing = std::make_shared<MemDisk>(kImageSize, "backing");
-  t.cache = std::make_shared<MemDisk>(format::kSegmentsOffset + kCacheSegments * format::kSegmentSize, "cache");
-  EngineOptions opts;
-  opts.threads = true;
-  opts.background = true;
-  opts.nr_ram_buffers = 3;
-  opts.tunables.writeback_threshold = 100;  // background writeback all the time
-  opts.tunables.update_sb_record_interval = 1;
-  opts.tunables.sync_data_interval = 1;
-  opts.tunables.max_dirty_age = 1;
-  opts.idle_drain_ms = 100;
-  {
-    auto r = Engine::Open(opts, Dev(t.backing), Dev(t.cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    t.e = std::move(r.value());
-  }
+  t.opts.threads = true;
+  t.opts.background = true;
+  t.opts.nr_ram_buffers = 3;
+  t.opts.tunables.writeback_threshold = 100;  // background writeback all the time
+  t.opts.tunables.update_sb_record_interval = 1;
+  t.opts.tunables.sync_data_interval = 1;
+  t.opts.tunables.max_dirty_age = 1;
+  t.opts.idle_drain_ms = 100;
+  t.Open();
   const unsigned kWriters = 4, kDiscarders = 2, kReaders = 3, kFlushers = 2;
   t.nr_owners = kWriters + kDiscarders;
   std::vector<std::thread> th;
@@ -472,13 +466,8 @@ TEST_CASE("stress: threads, background writeback, record refresh and drop_caches
   REQUIRE(t.e->Read(0, img.data(), img.size()).ok());
   CHECK_MESSAGE(img == want, "before close: " << FirstDifference(img, want));
   REQUIRE(t.e->Flush().ok());
-  REQUIRE(t.e->Close().ok());
-  t.e.reset();
-  {
-    auto r = Engine::Open(opts, Dev(t.backing), Dev(t.cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    t.e = std::move(r.value());
-  }
+  t.Close();
+  t.Open();
   std::fill(img.begin(), img.end(), 0);
   REQUIRE(t.e->Read(0, img.data(), img.size()).ok());
   CHECK_MESSAGE(img == want, "after reopen: " << FirstDifference(img, want));

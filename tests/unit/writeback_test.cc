@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/engine_rig.h"
 #include "support/mem_device.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
@@ -22,31 +23,13 @@ using namespace wbfs::test;
 
 namespace {
 
-struct WbRig {
-  std::shared_ptr<MemDisk> backing, cache;
-  std::unique_ptr<Engine> e;
-  std::vector<uint8_t> model;  // the image
-  std::mt19937_64 rng{11};
-  EngineOptions opts;
-
-  WbRig(size_t backing_size, size_t cache_size)
-      : backing(std::make_shared<MemDisk>(backing_size, "backing")),
-        cache(std::make_shared<MemDisk>(cache_size, "cache")),
-        model(backing_size) {
-    for (size_t i = 0; i < backing_size; i++) backing->data[i] = model[i] = uint8_t(i * 31 + 7);
-    backing->durable = backing->data;
+// A backing holding a pattern (the image before any write); writeback only
+// when the test calls for it.
+struct WbRig : EngineRig {
+  WbRig(size_t backing_size, size_t cache_size) : EngineRig(backing_size, cache_size) {
+    rng.seed(11);
+    SetBacking([](size_t i) { return uint8_t(i * 31 + 7); });
     opts.background = false;
-  }
-  void Open() {
-    auto r = Engine::Open(opts, Dev(backing), Dev(cache));
-    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-    e = std::move(r.value());
-  }
-  void Write(uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    for (auto& x : b) x = uint8_t(rng());
-    REQUIRE(e->Write(off, b.data(), len).ok());
-    std::memcpy(model.data() + off, b.data(), len);
   }
 };
 
@@ -179,11 +162,7 @@ TEST_CASE("the superblock record is honoured at replay: written-back segments ar
   const uint64_t dirty = r.e->Stats().nr_dirty_cache_blocks;
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the record is updated
   // A crash: nothing after this point reaches the disks.
-  r.cache->Freeze();
-  r.backing->Freeze();
-  r.e.reset();
-  r.cache->KeepAll();
-  r.backing->KeepAll();
+  r.ProcessCrash();
   r.opts.background = false;
   r.Open();
   EngineStats s = r.e->Stats();
