@@ -43,11 +43,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <map>
-#include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -377,7 +374,7 @@ class EngineImpl final : public Engine {
   }
   Status WriteRecordLocked(bool clean) REQUIRES(mu_);
   // Syncs the cache so that every chunk up to `seq` (already flushed) is
-  // durable. REQUIRES: mu_ not held.
+  // durable.
   Status SyncTo(uint64_t seq) EXCLUDES(mu_);
   void SetFailedLocked(const Status& st) REQUIRES(mu_);
   void Log(const std::string& msg) {
