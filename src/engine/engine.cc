@@ -1,17 +1,20 @@
-// The wbfs engine: RAM log chunk, flusher, index, replay and writeback.
+// The wbfs engine: index, replay, read and write paths, writeback; the log
+// itself is written by log::LogWriter (log/log_writer.h).
 //
 // Data flow. Write() copies each 4 KiB piece into the RAM buffer of the
-// current segment, inside the open chunk, and returns. A chunk is cut when
-// its segment is full or when Flush() is called; cutting assigns the chunk
-// its seq and writes the per-block entries into its header block, and the
-// flusher thread then computes the checksums, seals the header and writes
-// header + data to the cache in one sequential write. Flush() waits for the
-// flusher to reach its chunk and syncs the cache (one sync serves every
-// Flush() waiting at that moment: group commit).
+// current segment, inside the open chunk (LogWriter::Append), and
+// returns. A chunk is cut when its segment is full or when Flush() is
+// called: the engine encodes the per-block entries into its header block
+// and LogWriter::Cut gives it its seq; the flusher thread then has the
+// LogWriter compute the checksums, seal the header and write header + data
+// to the cache in one sequential write. Flush() waits for the flusher to
+// reach its chunk and syncs the cache (one sync serves every Flush()
+// waiting at that moment: group commit).
 //
 // Ids. Segments have ids 1, 2, ...; id N lives in ring slot (N-1) mod n.
-// Chunks have seqs 1, 2, ... Progress is monotonic: last_cut_seq_ >=
-// flushed_seq_ >= durable_seq_, and last_seg_id_ > last_writeback_id_.
+// Chunks have seqs 1, 2, ... Progress is monotonic: last_cut_seq >=
+// flushed_seq >= durable_seq (the LogWriter's), and the log's last segment
+// id > last_writeback_id_.
 //
 // Log wrap. Before segment N takes its slot, the previous occupant N-n must
 // be written back (WritebackLocked), unpinned, and behind the record's tail
@@ -36,15 +39,18 @@
 // The rules are annotations the compiler checks (util/mutex.h): fields are
 // GUARDED_BY(mu_), the ...Locked methods REQUIRE it (and drop it only
 // around I/O: mu_.unlock() ... mu_.lock(), or a wait), the public methods
-// and thread mains EXCLUDE it. What the analysis cannot see is the pin
-// protocol: a pinned segment's buffer is read without the lock.
+// and thread mains EXCLUDE it. The parts the engine holds (log_, zeros_,
+// stager_, index_) have no lock of their own: each is a field GUARDED_BY(mu_),
+// so every call into one holds mu_; the LogWriter's calls that do I/O take
+// mu_ as an argument (REQUIRES it) and drop it around the I/O only. What the
+// analysis cannot see is the pin protocol: a pinned segment's buffer is
+// read without the lock.
 #include <sys/random.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <deque>
 #include <set>
 #include <thread>
 #include <vector>
@@ -58,6 +64,7 @@
 #include "engine/zero_map.h"
 #include "journal/journal.h"
 #include "log/log_reader.h"
+#include "log/log_writer.h"
 #include "log/replay.h"
 #include "util/aligned_buffer.h"
 #include "util/clock.h"
@@ -140,34 +147,14 @@ class Claim {
   CondVar* cv_;
 };
 
-// Per ring slot.
-struct Segment {
-  uint64_t id = 0;            // occupant (0: none since format)
-  uint32_t fill = 0;          // blocks used by cut chunks (headers included)
+// The cache's bookkeeping of one ring slot; what the log knows of it
+// (occupant, fill, buffer, chunks) is the LogWriter's log::SegmentLog.
+struct SegmentBook {
   uint32_t nr_dirty = 0;      // valid dirty blocks
   uint32_t pins = 0;          // readers and writeback inside this slot
-  uint32_t unflushed = 0;     // cut chunks the flusher has not written yet
-  bool sealed = false;        // no chunk will be added
-  uint8_t* buf = nullptr;     // RAM copy of blocks [buf_start, 128) while held
-  uint32_t buf_start = 0;
-  uint64_t first_chunk_seq = 0;  // 0: no chunk yet
-  uint32_t first_prev_crc = 0;   // prev_crc of that chunk, once known
-  uint64_t last_chunk_seq = 0;   // its newest chunk
-  uint64_t last_ms = 0;          // when that chunk was cut
-  uint32_t applied = 0;          // blocks [0, applied) are on the backing
-  uint64_t unapplied_ms = 0;     // cut time of its oldest change not on the backing; 0: none
+  uint32_t applied = 0;       // blocks [0, applied) are on the backing
+  uint64_t unapplied_ms = 0;  // cut time of its oldest change not on the backing; 0: none
   std::vector<PendingDiscard> discards;  // after `applied`, oldest first
-};
-
-struct FlushJob {
-  uint32_t slot;
-  uint64_t segment_id;
-  uint32_t offset;
-  uint16_t nr_blocks;
-  uint16_t nr_extents;  // an extent chunk: no data blocks
-  uint64_t seq;
-  uint64_t time_ms;
-  bool seal;  // the segment's last chunk: replay goes on at the next segment
 };
 
 // A whole block read outside the lock for a partial write (see WriteBlock).
@@ -196,14 +183,11 @@ class EngineImpl final : public Engine {
         nr_segments_(sb.nr_segments),
         nr_slots_(static_cast<uint32_t>(sb.nr_segments * kBlocksPerSegment)),
         block_crcs_(format::HasBlockCrcs(sb)),
-        segs_(sb.nr_segments),
+        books_(sb.nr_segments),
         slots_(nr_slots_, 0),
         crcs_(block_crcs_ ? nr_slots_ : 0, 0),
-        index_(nr_slots_, &slots_) {
-    uint32_t nbuf = std::max<uint32_t>(2, opts.nr_ram_buffers);
-    pool_.Reset(size_t{nbuf} * format::kSegmentSize);
-    for (uint32_t i = 0; i < nbuf; i++) free_bufs_.push_back(pool_.data() + size_t{i} * format::kSegmentSize);
-    epoch_ = RandomU64();
+        index_(nr_slots_, &slots_),
+        log_(sb, cache_.get(), {opts.nr_ram_buffers, opts.sync_every_segments}, RandomU64()) {
     tun_ = opts.tunables;
   }
 
@@ -254,28 +238,9 @@ class EngineImpl final : public Engine {
  private:
   using Lock = MutexLock;
 
-  Segment& SegOf(uint32_t slot) REQUIRES(mu_) { return segs_[slot / kBlocksPerSegment]; }
+  SegmentBook& BookOf(uint32_t slot) REQUIRES(mu_) { return books_[slot / kBlocksPerSegment]; }
   uint32_t RingSlot(uint64_t segment_id) const {
     return static_cast<uint32_t>((segment_id - 1) % nr_segments_);
-  }
-  // RAM copy of cache slot `slot`, or nullptr when only on the cache device.
-  uint8_t* RamBlock(uint32_t slot) REQUIRES(mu_) {
-    Segment& s = SegOf(slot);
-    uint32_t pos = slot % kBlocksPerSegment;
-    if (s.buf == nullptr || pos < s.buf_start) return nullptr;
-    return s.buf + size_t{pos - s.buf_start} * kBlockSize;
-  }
-  uint64_t CacheOffset(uint32_t slot) REQUIRES(mu_) {
-    return format::SegmentBlockOffset(sb_, SegOf(slot).id, slot % kBlocksPerSegment);
-  }
-  // The stat counters' "buffer": the segment being filled in RAM.
-  bool InCurrentSegment(uint32_t slot) const REQUIRES(mu_) {
-    return cur_ >= 0 && slot / kBlocksPerSegment == static_cast<uint32_t>(cur_);
-  }
-  bool InOpenChunk(uint32_t slot) const REQUIRES(mu_) {
-    if (cur_ < 0 || slot / kBlocksPerSegment != static_cast<uint32_t>(cur_)) return false;
-    uint32_t pos = slot % kBlocksPerSegment;
-    return pos > chunk_start_ && pos <= chunk_start_ + chunk_n_;
   }
   Status FailedStatus() const REQUIRES(mu_) { return Status::IOError("the cache failed earlier: " + error_, EIO); }
   // A cached block (at `cache_off`, image block `block`) does not match its
@@ -308,7 +273,7 @@ class EngineImpl final : public Engine {
   // returns once it is durable. A discard stays pending (reads as zeros)
   // until the writeback unit covering it punches the backing.
   Status AppendExtentsLocked(const format::Extent& x) REQUIRES(mu_);
-  void AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) REQUIRES(mu_);
+  void AddPendingDiscardLocked(SegmentBook& s, uint64_t start, uint64_t count, uint32_t pos) REQUIRES(mu_);
   // The discard of [start, start + count) reached the backing.
   void DiscardAppliedLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
   bool AllAppliedLocked() const REQUIRES(mu_) { return nr_dirty_ == 0 && zeros_.pending() == 0; }
@@ -342,12 +307,9 @@ class EngineImpl final : public Engine {
   // dm-writeboost's adaptive batch: it shrinks as the log fills, so that a
   // writer waiting for room never waits for a long batch.
   uint64_t BatchLocked() const REQUIRES(mu_) {
-    uint64_t used = last_seg_id_ - last_writeback_id_;
+    uint64_t used = log_.last_seg_id() - last_writeback_id_;
     uint64_t free = used >= nr_segments_ ? 0 : nr_segments_ - used;
     return std::min<uint64_t>(static_cast<uint64_t>(tun_.nr_max_batched_writeback), free + 1);
-  }
-  uint64_t LastSealedIdLocked() const REQUIRES(mu_) {
-    return cur_ >= 0 ? segs_[cur_].id - 1 : last_seg_id_;
   }
   // The background thread: once a second it samples the backing's busy
   // time; it runs sync_data_interval and update_sb_record_interval, stages
@@ -370,7 +332,7 @@ class EngineImpl final : public Engine {
   void StartDropCaches() override EXCLUDES(mu_);
   Status WritebackOldest(uint64_t n) override EXCLUDES(mu_) {
     Lock lk(mu_);
-    return WritebackLocked(LastSealedIdLocked(), false, n);
+    return WritebackLocked(log_.last_sealed_id(), false, n);
   }
   Status WriteRecordLocked(bool clean) REQUIRES(mu_);
   // Syncs the cache so that every chunk up to `seq` (already flushed) is
@@ -400,19 +362,15 @@ class EngineImpl final : public Engine {
   CondVar cv_;  // any progress: flushes, syncs, unpins, writeback
   Mutex sync_mu_ ACQUIRED_BEFORE(mu_);
 
-  std::vector<Segment> segs_ GUARDED_BY(mu_);
+  std::vector<SegmentBook> books_ GUARDED_BY(mu_);
   std::vector<uint64_t> slots_ GUARDED_BY(mu_);  // SlotWord per cache block
   std::vector<uint32_t> crcs_ GUARDED_BY(mu_);   // per cache block, its crc once flushed (block_crcs_)
   std::set<uint64_t> bad_blocks_ GUARDED_BY(mu_);  // cache offsets found failing their crc (logged once each)
   BlockIndex index_ GUARDED_BY(mu_);
-  AlignedBuffer pool_ GUARDED_BY(mu_);
-  std::vector<uint8_t*> free_bufs_ GUARDED_BY(mu_);
+  // The segment ring, the open chunk, the chunks waiting for their write,
+  // the seqs and the record.
+  log::LogWriter log_ GUARDED_BY(mu_);
 
-  // The open chunk: ring slot cur_ (or -1), header at chunk_start_, then
-  // chunk_n_ data blocks that may still be changed in place.
-  int64_t cur_ GUARDED_BY(mu_) = -1;
-  uint32_t chunk_start_ GUARDED_BY(mu_) = 0;
-  uint32_t chunk_n_ GUARDED_BY(mu_) = 0;
   bool acquiring_ GUARDED_BY(mu_) = false;
   bool wb_running_ GUARDED_BY(mu_) = false;
   bool recording_ GUARDED_BY(mu_) = false;  // a thread is in WriteRecordLocked: one record write at a time
@@ -431,21 +389,9 @@ class EngineImpl final : public Engine {
   uint64_t wb_retry_at_ms_ GUARDED_BY(mu_) = 0;  // MonotonicMs(); 0: now
   std::atomic<bool> read_failing_{false};
 
-  uint64_t last_seg_id_ GUARDED_BY(mu_) = 0;
   uint64_t last_writeback_id_ GUARDED_BY(mu_) = 0;
-  uint64_t next_seq_ GUARDED_BY(mu_) = 1;
-  uint64_t last_cut_seq_ GUARDED_BY(mu_) = 0;
-  uint64_t flushed_seq_ GUARDED_BY(mu_) = 0;
-  uint64_t flushed_seg_id_ GUARDED_BY(mu_) = 0;
-  uint64_t durable_seq_ GUARDED_BY(mu_) = 0;
-  uint32_t last_crc_ GUARDED_BY(mu_) = 0;  // header crc of chunk flushed_seq_
-  uint64_t epoch_ GUARDED_BY(mu_) = 0;
-  uint64_t record_seq_ GUARDED_BY(mu_) = 0;
-  uint64_t record_tail_seg_ GUARDED_BY(mu_) = 1;
-  uint32_t segments_since_sync_ GUARDED_BY(mu_) = 0;
   uint64_t nr_dirty_ GUARDED_BY(mu_) = 0;
 
-  std::deque<FlushJob> jobs_ GUARDED_BY(mu_);
   std::thread flusher_;
   bool stop_ GUARDED_BY(mu_) = false;
   std::thread bg_;             // BackgroundMain
@@ -483,12 +429,8 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
   const bool formatted = scan == nullptr;
   st_.formatted = formatted;
   st_.journal_replayed = journal_replayed;
-  record_seq_ = meta.record.seq;
-  record_tail_seg_ = meta.record.tail_segment_id;
+  log_.ResumeAtRecord(meta.record);
   last_writeback_id_ = meta.record.tail_segment_id - 1;
-  last_seg_id_ = last_writeback_id_;
-  next_seq_ = meta.record.tail_chunk_seq;
-  last_crc_ = meta.record.tail_prev_crc;
   // What the journal says the backing holds already: chunks up to `done`
   // of this cache are on it (the record's tail may lag behind).
   uint64_t done = 0;
@@ -501,30 +443,20 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
     // The fold's rules (punched markers, what the journal applied, which
     // copy is newest) are log/replay.h's; this keeps the index and the
     // segments' bookkeeping.
-    uint32_t prev_crc = meta.record.tail_prev_crc;
     uint32_t ring = 0;
-    Segment* seg = nullptr;
+    SegmentBook* book = nullptr;
     log::ReplayCursor replay(*scan, done);
     for (log::ReplayStep step; replay.Next(&step);) {
       const log::ChunkInfo& c = *step.chunk;
       switch (step.kind) {
         case log::ReplayStep::kChunkBegin:
           ring = RingSlot(c.segment_id);
-          seg = &segs_[ring];
-          if (seg->id != c.segment_id) {
-            *seg = Segment();
-            seg->id = c.segment_id;
-            seg->first_chunk_seq = c.seq;
-            seg->first_prev_crc = prev_crc;
-            seg->sealed = true;
-          }
-          prev_crc = c.header_crc;
-          seg->last_chunk_seq = c.seq;
-          seg->last_ms = c.time_ms != 0 ? c.time_ms : open_ms;
+          book = &books_[ring];
+          if (log_.ReplayChunk(c, open_ms)) *book = SegmentBook();  // a new occupant
           break;
         case log::ReplayStep::kDrop:
           InvalidateRangeLocked(step.extent.start, step.extent.count);
-          if (step.pending_discard) AddPendingDiscardLocked(*seg, step.extent.start, step.extent.count, c.offset);
+          if (step.pending_discard) AddPendingDiscardLocked(*book, step.extent.start, step.extent.count, c.offset);
           break;
         case log::ReplayStep::kBlock: {
           const format::ChunkEntry& e = step.entry;
@@ -535,39 +467,25 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
           if (block_crcs_) crcs_[slot] = e.crc;
           index_.Insert(e.block, slot);
           if (step.dirty) {
-            seg->nr_dirty++;
+            book->nr_dirty++;
             nr_dirty_++;
           }
           break;
         }
         case log::ReplayStep::kChunkEnd:
-          seg->fill = c.offset + 1 + c.nr_blocks;
-          if (step.applied) seg->applied = seg->fill;
-          if (step.changes && seg->unapplied_ms == 0) seg->unapplied_ms = seg->last_ms;
-          last_seg_id_ = c.segment_id;
+          if (step.applied) book->applied = log_.seg(ring).fill;
+          if (step.changes && book->unapplied_ms == 0) book->unapplied_ms = log_.seg(ring).last_ms;
           break;
       }
     }
-    next_seq_ = scan->next_seq;
-    last_crc_ = scan->last_crc;
     st_.replayed_chunks = scan->chunks.size();
     st_.dropped_chunks = scan->dropped_chunks;
-    if (!scan->chunks.empty()) flushed_seg_id_ = scan->chunks.back().segment_id;
-    // Continue in a partly filled last segment.
-    if (scan->end.block != 0) {
-      Segment& s = segs_[RingSlot(scan->end.segment_id)];
-      s.sealed = false;
-      s.buf = free_bufs_.back();
-      free_bufs_.pop_back();
-      s.buf_start = scan->end.block;
-      cur_ = RingSlot(scan->end.segment_id);
-      chunk_start_ = scan->end.block;
-      chunk_n_ = 0;
-    }
+    log_.ResumeAfterScan(*scan);
     // Segments the journal applied whole need no writeback.
-    while (last_writeback_id_ < last_seg_id_) {
-      const Segment& s = segs_[RingSlot(last_writeback_id_ + 1)];
-      if (s.id != last_writeback_id_ + 1 || !s.sealed || s.applied < s.fill) break;
+    while (last_writeback_id_ < log_.last_seg_id()) {
+      const uint32_t r = RingSlot(last_writeback_id_ + 1);
+      const log::SegmentLog& s = log_.seg(r);
+      if (s.id != last_writeback_id_ + 1 || !s.sealed || books_[r].applied < s.fill) break;
       last_writeback_id_++;
     }
     // What the scan checksummed may still sit in a volatile device cache.
@@ -576,7 +494,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
     lk.lock();
     WBFS_RETURN_IF_ERROR(st);
   }
-  last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
+  log_.SettleSeqs();
   if (opts_.threads) {
     flusher_ = std::thread([this] { FlusherMain(); });
     if (opts_.background) bg_ = std::thread([this] { BackgroundMain(); });
@@ -597,8 +515,8 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
 void EngineImpl::PrefillMain() {
   AlignedBuffer zeros(format::kSegmentSize);
   Lock lk(mu_);
-  for (uint64_t id = last_seg_id_ + 1;; id++) {
-    id = std::max(id, last_seg_id_ + 1);
+  for (uint64_t id = log_.last_seg_id() + 1;; id++) {
+    id = std::max(id, log_.last_seg_id() + 1);
     if (closed_ || failed_ || id > nr_segments_) break;
     prefill_slot_ = RingSlot(id);
     lk.unlock();
@@ -649,7 +567,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
   if (!plan.pinned.empty() || !plan.staged.empty()) {
     Lock lk(mu_);
     for (const ReadPlan::Verify* v : bad) result = BadBlockLocked(v->cache_off, v->block);
-    for (uint32_t slot : plan.pinned) SegOf(slot).pins--;
+    for (uint32_t slot : plan.pinned) BookOf(slot).pins--;
     cv_.notify_all();
     for (const ReadPlan::Staged& x : plan.staged) {
       if (result.ok()) stager_.Fill(x.block, x.data);
@@ -680,8 +598,8 @@ void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan
     }
     stat |= kStatHit;
     const uint8_t mask = SlotWord::Mask(slots_[slot]);
-    const uint8_t* ram = RamBlock(slot);
-    if (InCurrentSegment(slot)) stat |= kStatBuffer;
+    const uint8_t* ram = log_.RamBlock(slot);
+    if (log_.InCurrentSegment(slot)) stat |= kStatBuffer;
     bool pin = false;
     bool from_cache = false;  // some sectors come from the cache device
     // Walk the sectors, each from the cache (valid) or the backing.
@@ -697,7 +615,7 @@ void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan
       } else if (ram != nullptr) {
         std::memcpy(dst + (b - lo), ram + b, e - b);
       } else if (!block_crcs_) {
-        plan->Add(dst + (b - lo), CacheOffset(slot) + b, e - b, true);
+        plan->Add(dst + (b - lo), log_.CacheOffset(slot) + b, e - b, true);
         pin = true;
       } else {
         from_cache = true;  // whole block, below
@@ -707,11 +625,11 @@ void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan
     if (from_cache) {
       pin = true;
       const bool whole = lo == 0 && hi == kBlockSize && mask == format::kFullMask;
-      plan->verify.push_back({dst, CacheOffset(slot), block, crcs_[slot], !whole, lo, hi, mask});
-      if (whole) plan->Add(dst, CacheOffset(slot), kBlockSize, true);
+      plan->verify.push_back({dst, log_.CacheOffset(slot), block, crcs_[slot], !whole, lo, hi, mask});
+      if (whole) plan->Add(dst, log_.CacheOffset(slot), kBlockSize, true);
     }
     if (pin) {
-      SegOf(slot).pins++;
+      BookOf(slot).pins++;
       plan->pinned.push_back(slot);
     }
     st_.stat[stat]++;
@@ -780,7 +698,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
   const uint8_t cover = CoverMask(lo, hi);
   uint32_t slot = index_.Find(block);
   uint8_t old_mask = slot == BlockIndex::kNone ? 0 : SlotWord::Mask(slots_[slot]);
-  uint8_t* ram = slot == BlockIndex::kNone ? nullptr : RamBlock(slot);
+  uint8_t* ram = slot == BlockIndex::kNone ? nullptr : log_.RamBlock(slot);
   unsigned stat = kStatWrite | (full ? kStatFull : 0) | (slot != BlockIndex::kNone ? kStatHit : 0);
 
   alignas(64) uint8_t tmp[kBlockSize];
@@ -808,8 +726,8 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
           pre->cache_data.Reset(kBlockSize);
           pre->backing_data.Reset(kBlockSize);
         }
-        if (need_cache) SegOf(slot).pins++;
-        uint64_t cache_off = need_cache ? CacheOffset(slot) : 0;
+        if (need_cache) BookOf(slot).pins++;
+        uint64_t cache_off = need_cache ? log_.CacheOffset(slot) : 0;
         mu_.unlock();
         Status st;
         if (need_cache) st = cache_->ReadAt(cache_off, pre->cache_data.data(), kBlockSize);
@@ -818,7 +736,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
         }
         mu_.lock();
         if (need_cache) {
-          SegOf(slot).pins--;
+          BookOf(slot).pins--;
           cv_.notify_all();
         }
         WBFS_RETURN_IF_ERROR(st);
@@ -837,12 +755,12 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
     data = tmp;
     mask = old_mask | cover;
   }
-  if (slot != BlockIndex::kNone && InOpenChunk(slot)) {
+  if (slot != BlockIndex::kNone && log_.InOpenChunk(slot)) {
     // Still in the open chunk: change it in place.
     std::memcpy(ram, data, kBlockSize);
     uint64_t w = slots_[slot];
     if (!SlotWord::Dirty(w)) {
-      SegOf(slot).nr_dirty++;
+      BookOf(slot).nr_dirty++;
       nr_dirty_++;
     }
     slots_[slot] = SlotWord::Make(block, mask, true);
@@ -850,7 +768,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
     st_.stat[stat | kStatBuffer]++;
     return Status::OK();
   }
-  if (slot != BlockIndex::kNone && InCurrentSegment(slot)) stat |= kStatBuffer;
+  if (slot != BlockIndex::kNone && log_.InCurrentSegment(slot)) stat |= kStatBuffer;
   st_.stat[stat]++;
   PlaceLocked(block, data, mask, true);
   return Status::OK();
@@ -915,7 +833,7 @@ Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
   // segment). Every wait drops the lock, so look again after each.
   for (;;) {
     WBFS_RETURN_IF_ERROR(EnsureRoomLocked());
-    if (chunk_n_ > 0) {
+    if (log_.chunk_n() > 0) {
       CutChunkLocked();  // earlier writes go first, with their own flags
       PumpLocked();
       continue;
@@ -924,12 +842,9 @@ Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
   }
   // From here on nothing needs a new segment.
   InvalidateRangeLocked(x.start, x.count);
-  Segment& s = segs_[cur_];
   const bool discard = x.kind == format::kExtentDiscard;
-  if (discard) AddPendingDiscardLocked(s, x.start, x.count, chunk_start_);
-  uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
-  std::memset(header, 0, kBlockSize);
-  format::EncodeChunkExtent(header, 0, 0, x);
+  if (discard) AddPendingDiscardLocked(books_[log_.cur()], x.start, x.count, log_.chunk_start());
+  format::EncodeChunkExtent(log_.OpenHeader(), 0, 0, x);
   const uint64_t seq = QueueChunkLocked(0, 1, discard);
   PumpLocked();
   WBFS_RETURN_IF_ERROR(WaitFlushedLocked(seq));
@@ -939,17 +854,16 @@ Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
   return st;
 }
 
-void EngineImpl::AddPendingDiscardLocked(Segment& s, uint64_t start, uint64_t count, uint32_t pos) {
+void EngineImpl::AddPendingDiscardLocked(SegmentBook& s, uint64_t start, uint64_t count, uint32_t pos) {
   s.discards.push_back({start, count, pos});
   zeros_.AddPending(start, count);
 }
 
 void EngineImpl::DiscardAppliedLocked(uint64_t start, uint64_t count) {
   std::vector<std::pair<uint64_t, uint64_t>> still;
-  for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
-    const Segment& s = segs_[RingSlot(id)];
-    if (s.id != id) continue;
-    for (const PendingDiscard& d : s.discards) {
+  for (uint64_t id = last_writeback_id_ + 1; id <= log_.last_seg_id(); id++) {
+    if (log_.seg(RingSlot(id)).id != id) continue;
+    for (const PendingDiscard& d : books_[RingSlot(id)].discards) {
       if (d.start < start + count && start < d.start + d.count) still.push_back({d.start, d.start + d.count});
     }
   }
@@ -1001,7 +915,7 @@ void EngineImpl::InvalidateLocked(uint32_t slot) {
   uint64_t w = slots_[slot];
   index_.Erase(SlotWord::Block(w));
   if (SlotWord::Dirty(w)) {
-    SegOf(slot).nr_dirty--;
+    BookOf(slot).nr_dirty--;
     nr_dirty_--;
   }
   slots_[slot] = w & ~(SlotWord::kValid | SlotWord::kDirty);
@@ -1010,18 +924,14 @@ void EngineImpl::InvalidateLocked(uint32_t slot) {
 void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) {
   uint32_t old = index_.Find(block);
   if (old != BlockIndex::kNone) InvalidateLocked(old);
-  Segment& s = segs_[cur_];
-  uint32_t pos = chunk_start_ + 1 + chunk_n_;
-  uint32_t slot = static_cast<uint32_t>(cur_) * kBlocksPerSegment + pos;
-  std::memcpy(s.buf + size_t{pos - s.buf_start} * kBlockSize, data, kBlockSize);
+  const uint32_t slot = log_.Append(data);
   slots_[slot] = SlotWord::Make(block, mask, dirty);
   index_.Insert(block, slot);
   if (dirty) {
-    s.nr_dirty++;
+    BookOf(slot).nr_dirty++;
     nr_dirty_++;
     if (open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
   }
-  chunk_n_++;
 }
 
 // Leaves room for one more block in the open chunk, sealing the current
@@ -1030,8 +940,8 @@ Status EngineImpl::EnsureRoomLocked() {
   for (;;) {
     if (failed_) return FailedStatus();
     if (closed_) return Status::Failed("the engine is closed");
-    if (cur_ >= 0 && chunk_start_ + 1 + chunk_n_ < kBlocksPerSegment) return Status::OK();
-    if (cur_ >= 0) {
+    if (log_.HasRoom()) return Status::OK();
+    if (log_.cur() >= 0) {
       CutChunkLocked();  // the segment is full: this seals it
       PumpLocked();
     }
@@ -1040,61 +950,42 @@ Status EngineImpl::EnsureRoomLocked() {
 }
 
 void EngineImpl::CutChunkLocked(bool seal) {
-  if (cur_ < 0 || chunk_n_ == 0) return;
-  Segment& s = segs_[cur_];
-  uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
-  std::memset(header, 0, kBlockSize);
-  uint32_t base = static_cast<uint32_t>(cur_) * kBlocksPerSegment + chunk_start_ + 1;
+  if (log_.cur() < 0 || log_.chunk_n() == 0) return;
+  uint8_t* header = log_.OpenHeader();
+  const uint32_t base = static_cast<uint32_t>(log_.cur()) * kBlocksPerSegment + log_.chunk_start() + 1;
   bool changes = false;
-  for (uint32_t i = 0; i < chunk_n_; i++) {
+  for (uint32_t i = 0; i < log_.chunk_n(); i++) {
     uint64_t w = slots_[base + i];
     changes = changes || SlotWord::Dirty(w);
     format::EncodeChunkEntry(header, i,
                              {SlotWord::Block(w), SlotWord::Mask(w),
                               static_cast<uint8_t>(SlotWord::Dirty(w) ? format::kEntryDirty : 0)});
   }
-  QueueChunkLocked(static_cast<uint16_t>(chunk_n_), 0, changes, seal);
+  QueueChunkLocked(static_cast<uint16_t>(log_.chunk_n()), 0, changes, seal);
 }
 
 void EngineImpl::SealCurrentLocked() {
-  if (cur_ < 0) return;
-  if (chunk_n_ > 0) {
+  if (log_.cur() < 0) return;
+  if (log_.chunk_n() > 0) {
     CutChunkLocked(true);
     return;
   }
-  Segment& s = segs_[cur_];
-  if (s.fill == 0) return;  // nothing logged in it: nothing to seal
+  if (log_.seg(static_cast<uint32_t>(log_.cur())).fill == 0) return;  // nothing logged in it: nothing to seal
   // A chunk needs data entries or extents: the marker carries one extent
   // of kind kExtentPunched, which every reader ignores (format.h).
-  uint8_t* header = s.buf + size_t{chunk_start_ - s.buf_start} * kBlockSize;
-  std::memset(header, 0, kBlockSize);
-  format::EncodeChunkExtent(header, 0, 0, {0, 1, format::kExtentPunched});
+  format::EncodeChunkExtent(log_.OpenHeader(), 0, 0, {0, 1, format::kExtentPunched});
   QueueChunkLocked(0, 1, false, true);
 }
 
-// The open chunk (header at chunk_start_, its entries encoded) goes to
-// the flusher with the next seq; the next chunk opens after it, or the
-// segment is sealed when no chunk fits any more. Returns the seq.
+// The open chunk (its entries encoded) goes to the flusher with the next
+// seq (LogWriter::Cut); a chunk with changes starts its segment's dirty
+// age. Returns the seq.
 uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes, bool seal) {
-  Segment& s = segs_[cur_];
-  const uint64_t seq = next_seq_++;
+  SegmentBook& b = books_[log_.cur()];
   const uint64_t now = WallClockMs();
-  jobs_.push_back({static_cast<uint32_t>(cur_), s.id, chunk_start_, nr_blocks, nr_extents, seq, now, seal});
-  if (s.first_chunk_seq == 0) s.first_chunk_seq = seq;
-  s.last_chunk_seq = seq;
-  s.last_ms = now;
-  if (changes && s.unapplied_ms == 0) s.unapplied_ms = open_chunk_ms_ != 0 ? open_chunk_ms_ : now;
+  if (changes && b.unapplied_ms == 0) b.unapplied_ms = open_chunk_ms_ != 0 ? open_chunk_ms_ : now;
   open_chunk_ms_ = 0;
-  s.unflushed++;
-  s.fill = chunk_start_ + format::ChunkBlocks(nr_blocks);
-  last_cut_seq_ = seq;
-  if (seal || !format::ChunkFits(s.fill)) {
-    s.sealed = true;
-    cur_ = -1;
-  } else {
-    chunk_start_ = s.fill;
-  }
-  chunk_n_ = 0;
+  const uint64_t seq = log_.Cut(nr_blocks, nr_extents, seal, now);
   cv_.notify_all();
   return seq;
 }
@@ -1105,48 +996,37 @@ Status EngineImpl::AcquireSegmentLocked() {
     return Status::OK();
   }
   Claim claim(&acquiring_, &cv_);
-  const uint64_t id = last_seg_id_ + 1;
-  const uint32_t ring = RingSlot(id);
+  const uint32_t ring = RingSlot(log_.last_seg_id() + 1);
   for (;;) {
     if (failed_) return FailedStatus();
-    Segment& prev = segs_[ring];
+    const log::SegmentLog& prev = log_.seg(ring);
     if (prev.id != 0 && prev.id > last_writeback_id_) {
       WBFS_RETURN_IF_ERROR(WritebackUrgent(prev.id));
       continue;
     }
-    if (prev.pins > 0 || prev.unflushed > 0 || static_cast<int64_t>(ring) == prefill_slot_) {
+    if (books_[ring].pins > 0 || prev.unflushed > 0 || static_cast<int64_t>(ring) == prefill_slot_) {
       cv_.wait(mu_);
       continue;
     }
-    if (prev.id != 0 && prev.id >= record_tail_seg_) {
+    if (prev.id != 0 && prev.id >= log_.record_tail_seg()) {
       WBFS_RETURN_IF_ERROR(WriteRecordLocked(false));
       continue;
     }
-    if (prev.buf != nullptr) {  // sealed and flushed, not yet released
-      free_bufs_.push_back(prev.buf);
-      prev.buf = nullptr;
-    }
-    if (free_bufs_.empty()) {
+    log_.ReleaseBuffer(ring);  // sealed and flushed, not yet released
+    if (!log_.HasFreeBuffer()) {
       cv_.wait(mu_);
       continue;
     }
     break;
   }
   // Evict what the old occupant still caches (clean by now).
-  Segment& s = segs_[ring];
   for (uint32_t pos = 0; pos < kBlocksPerSegment; pos++) {
     uint32_t slot = ring * kBlocksPerSegment + pos;
     if (SlotWord::Valid(slots_[slot])) InvalidateLocked(slot);
     slots_[slot] = 0;
   }
-  s = Segment();
-  s.id = id;
-  s.buf = free_bufs_.back();
-  free_bufs_.pop_back();
-  cur_ = ring;
-  chunk_start_ = 0;
-  chunk_n_ = 0;
-  last_seg_id_ = id;
+  books_[ring] = SegmentBook();
+  log_.Begin();
   return Status::OK();
 }
 
@@ -1155,101 +1035,44 @@ Status EngineImpl::AcquireSegmentLocked() {
 void EngineImpl::FlusherMain() {
   Lock lk(mu_);
   for (;;) {
-    cv_.wait(lk, [&]() REQUIRES(mu_) { return !flushing_ && (stop_ || !jobs_.empty()); });
-    if (jobs_.empty()) return;  // stop_ and drained
+    cv_.wait(lk, [&]() REQUIRES(mu_) { return !flushing_ && (stop_ || log_.HasJobs()); });
+    if (!log_.HasJobs()) return;  // stop_ and drained
     FlushFrontLocked();
   }
 }
 
 void EngineImpl::PumpLocked() {
-  while (!opts_.threads && !jobs_.empty()) FlushFrontLocked();
+  while (!opts_.threads && log_.HasJobs()) FlushFrontLocked();
 }
 
-// Writes the oldest cut chunk: seals its header (checksums, chain fields)
-// and writes header and data in one sequential write.
+// Writes the oldest cut chunk (LogWriter::FlushFront), one at a time in
+// seq order; then records its blocks' checksums and syncs the cache every
+// sync_every_segments segments.
 void EngineImpl::FlushFrontLocked() {
-  {
-    flushing_ = true;  // one chunk write at a time, in seq order
-    FlushJob job = jobs_.front();
-    Segment& s = segs_[job.slot];
-    uint8_t* base = s.buf + size_t{job.offset - s.buf_start} * kBlockSize;
-    format::ChunkHeader h;
-    h.nonce = sb_.nonce;
-    h.epoch = epoch_;
-    h.seq = job.seq;
-    h.segment_id = job.segment_id;
-    h.offset = job.offset;
-    h.prev_crc = last_crc_;
-    h.nr_blocks = job.nr_blocks;
-    h.nr_extents = job.nr_extents;
-    h.durable_seq = durable_seq_;
-    h.time_ms = job.time_ms;
-    const size_t len = (size_t{job.nr_blocks} + 1) * kBlockSize;
-    const uint64_t off = format::SegmentBlockOffset(sb_, job.segment_id, job.offset);
-    h.flags = job.seal ? format::kChunkSeal : 0;
-    const bool skip = failed_;
+  flushing_ = true;
+  log::FlushedChunk f;
+  const Status st = log_.FlushFront(&mu_, failed_, &f);
+  flushing_ = false;
+  if (!st.ok()) {
+    SetFailedLocked(st);
+    return;
+  }
+  cv_.notify_all();
+  if (!f.written) return;
+  if (block_crcs_) std::copy(f.block_crcs, f.block_crcs + f.nr_blocks, crcs_.begin() + f.first_slot);
+  st_.cache_bytes_written += f.bytes;
+  st_.nr_chunks_written++;
+  if (f.sync_due) {
+    const uint64_t target = log_.flushed_seq();
     mu_.unlock();
-    // The chunk's blocks are frozen once cut: no lock needed to read them.
-    Status st;
-    uint32_t crc = 0;
-    uint32_t block_crcs[format::kMaxChunkBlocks];
-    if (!skip) {
-      if (block_crcs_) {
-        for (uint32_t i = 0; i < job.nr_blocks; i++) {
-          block_crcs[i] = crc32c::Value(base + size_t{i + 1} * kBlockSize, kBlockSize);
-          format::SetChunkEntryCrc(base, i, block_crcs[i]);
-        }
-        h.data_crc = format::BlockCrcsDataCrc(block_crcs, job.nr_blocks);
-      } else {
-        h.data_crc = crc32c::Value(base + kBlockSize, len - kBlockSize);
-      }
-      crc = format::SealChunkHeader(h, base);
-      st = cache_->WriteAt(off, base, len);
-    }
+    (void)SyncTo(target);  // a failure marks the engine failed
     mu_.lock();
-    jobs_.pop_front();
-    s.unflushed--;
-    flushing_ = false;
-    if (skip) {
-      cv_.notify_all();
-      return;
-    }
-    if (!st.ok()) {
-      SetFailedLocked(st);
-      return;
-    }
-    if (s.first_chunk_seq == job.seq) s.first_prev_crc = last_crc_;
-    if (block_crcs_) {
-      const uint32_t first = job.slot * kBlocksPerSegment + job.offset + 1;
-      std::copy(block_crcs, block_crcs + job.nr_blocks, crcs_.begin() + first);
-    }
-    last_crc_ = crc;
-    flushed_seq_ = job.seq;
-    flushed_seg_id_ = job.segment_id;
-    st_.cache_bytes_written += len;
-    st_.nr_chunks_written++;
-    bool sync_now = false;
-    if (s.sealed && s.unflushed == 0) {
-      if (static_cast<int64_t>(job.slot) != cur_) {
-        free_bufs_.push_back(s.buf);
-        s.buf = nullptr;
-      }
-      if (++segments_since_sync_ >= opts_.sync_every_segments) sync_now = true;
-    }
-    cv_.notify_all();
-    if (sync_now) {
-      segments_since_sync_ = 0;
-      uint64_t target = flushed_seq_;
-      mu_.unlock();
-      (void)SyncTo(target);  // a failure marks the engine failed
-      mu_.lock();
-    }
   }
 }
 
 Status EngineImpl::WaitFlushedLocked(uint64_t seq) {
-  cv_.wait(mu_, [&]() REQUIRES(mu_) { return failed_ || flushed_seq_ >= seq; });
-  if (flushed_seq_ < seq) return FailedStatus();
+  cv_.wait(mu_, [&]() REQUIRES(mu_) { return failed_ || log_.flushed_seq() >= seq; });
+  if (log_.flushed_seq() < seq) return FailedStatus();
   return Status::OK();
 }
 
@@ -1258,9 +1081,9 @@ Status EngineImpl::SyncTo(uint64_t seq) {
   uint64_t target;
   {
     Lock lk(mu_);
-    if (durable_seq_ >= seq) return Status::OK();
+    if (log_.durable_seq() >= seq) return Status::OK();
     if (failed_) return FailedStatus();
-    target = flushed_seq_;
+    target = log_.flushed_seq();
   }
   Status st = cache_->Sync();
   Lock lk(mu_);
@@ -1269,7 +1092,7 @@ Status EngineImpl::SyncTo(uint64_t seq) {
     SetFailedLocked(st);
     return FailedStatus();
   }
-  durable_seq_ = std::max(durable_seq_, target);
+  log_.MarkDurable(target);
   cv_.notify_all();
   return Status::OK();
 }
@@ -1280,15 +1103,15 @@ Status EngineImpl::Flush() {
     Lock lk(mu_);
     if (failed_) return FailedStatus();
     if (closed_) return Status::Failed("the engine is closed");
-    if (chunk_n_ > 0) {
+    if (log_.chunk_n() > 0) {
       st_.nr_partial_flushed++;
       CutChunkLocked();
       PumpLocked();
     }
-    target = last_cut_seq_;
+    target = log_.last_cut_seq();
     // The flusher idle: write the chunks here rather than wake it and wait
     // (two thread hand-offs on the fsync path).
-    while (!flushing_ && !jobs_.empty() && flushed_seq_ < target && !failed_) FlushFrontLocked();
+    while (!flushing_ && log_.HasJobs() && log_.flushed_seq() < target && !failed_) FlushFrontLocked();
     WBFS_RETURN_IF_ERROR(WaitFlushedLocked(target));
   }
   WBFS_RETURN_IF_ERROR(SyncTo(target));
@@ -1329,7 +1152,7 @@ Status EngineImpl::WritebackUrgent(uint64_t needed) {
   st_.nr_writeback_waits++;
   cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
   if (needed <= last_writeback_id_) return Status::OK();
-  return WritebackLocked(LastSealedIdLocked(), false,
+  return WritebackLocked(log_.last_sealed_id(), false,
                          static_cast<uint64_t>(tun_.nr_max_batched_writeback));
 }
 
@@ -1353,13 +1176,13 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   std::vector<uint64_t> ids;
   cur_batch_ = batch;
   for (uint64_t id = last_writeback_id_ + 1; id <= upto && ids.size() < batch; id++) {
-    const Segment& s = segs_[RingSlot(id)];
+    const log::SegmentLog& s = log_.seg(RingSlot(id));
     if (s.id != id) break;
-    if (!s.sealed && !(current && static_cast<int64_t>(RingSlot(id)) == cur_)) break;
+    if (!s.sealed && !(current && static_cast<int64_t>(RingSlot(id)) == log_.cur())) break;
     ids.push_back(id);
   }
   if (ids.empty()) return Status::OK();
-  if (current && cur_ >= 0 && segs_[cur_].id == ids.back()) {
+  if (current && log_.cur() >= 0 && log_.seg(static_cast<uint32_t>(log_.cur())).id == ids.back()) {
     SealCurrentLocked();
     PumpLocked();
   }
@@ -1367,18 +1190,19 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   for (;;) {
     if (failed_) return FailedStatus();
     bool flushed = true;
-    for (uint64_t id : ids) flushed = flushed && segs_[RingSlot(id)].unflushed == 0;
+    for (uint64_t id : ids) flushed = flushed && log_.seg(RingSlot(id)).unflushed == 0;
     if (flushed) break;
     cv_.wait(mu_);
   }
   std::vector<wb::SegmentView> views;
   for (uint64_t id : ids) {
     const uint32_t ring = RingSlot(id);
-    const Segment& s = segs_[ring];
-    views.push_back({id, ring, s.applied, s.fill, s.sealed, s.last_chunk_seq, s.last_ms, &s.discards});
+    const log::SegmentLog& s = log_.seg(ring);
+    const SegmentBook& b = books_[ring];
+    views.push_back({id, ring, b.applied, s.fill, s.sealed, s.last_chunk_seq, s.last_ms, &b.discards});
   }
   wb::Plan plan = wb::BuildPlan(views, slots_, crcs_, sb_.nonce, journal_ != nullptr);
-  for (const wb::Range& r : plan.ranges) segs_[r.ring].pins++;
+  for (const wb::Range& r : plan.ranges) books_[r.ring].pins++;
   mu_.unlock();
 
   // The unit must be durable in the cache before the backing changes: a
@@ -1420,19 +1244,19 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
 
   mu_.lock();
   for (const wb::Item& it : bad) {
-    (void)BadBlockLocked(CacheOffset(it.slot), it.block);
+    (void)BadBlockLocked(log_.CacheOffset(it.slot), it.block);
     if (opts_.accept_loss && st.ok() && SlotWord::Valid(slots_[it.slot])) {
       Log("accept_loss: writeback left image offset " + std::to_string(it.block * kBlockSize) +
           " out; it reads as the backing's older copy");
       InvalidateLocked(it.slot);
     }
   }
-  for (const wb::Range& r : plan.ranges) segs_[r.ring].pins--;
+  for (const wb::Range& r : plan.ranges) books_[r.ring].pins--;
   cv_.notify_all();
   if (!st.ok() && journal_ && journal_->pending()) {
     redo_upto_ = ids.back();
     redo_count_ = ids.size();
-    redo_current_ = !segs_[RingSlot(ids.back())].sealed || current;
+    redo_current_ = !log_.seg(RingSlot(ids.back())).sealed || current;
   } else if (st.ok()) {
     redo_upto_ = redo_count_ = 0;
     redo_current_ = false;
@@ -1463,15 +1287,15 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     // A block rewritten meanwhile was invalidated here: its newer copy
     // stays dirty in a later slot.
     if (SlotWord::Valid(w) && SlotWord::Dirty(w)) {
-      SegOf(it.slot).nr_dirty--;
+      BookOf(it.slot).nr_dirty--;
       nr_dirty_--;
     }
     slots_[it.slot] = w & ~(SlotWord::kDirty | SlotWord::kLogged);
   }
   for (size_t k = 0; k < ids.size(); k++) {
-    Segment& s = segs_[RingSlot(ids[k])];
+    SegmentBook& s = books_[RingSlot(ids[k])];
     s.applied = plan.ends[k];
-    if (s.applied == s.fill) s.unapplied_ms = 0;
+    if (s.applied == log_.seg(RingSlot(ids[k])).fill) s.unapplied_ms = 0;
     // Discards logged meanwhile sit after plan.ends[k] (positions only grow).
     size_t n = 0;
     for (const PendingDiscard& d : s.discards) {
@@ -1482,8 +1306,8 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   }
   for (const wb::Punch& p : plan.punches) DiscardAppliedLocked(p.start, p.count);
   for (uint64_t id : ids) {
-    const Segment& s = segs_[RingSlot(id)];
-    if (s.sealed && s.applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
+    const log::SegmentLog& s = log_.seg(RingSlot(id));
+    if (s.sealed && books_[RingSlot(id)].applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
   }
   // drop_caches ends with the unit that leaves nothing unapplied, in the
   // same hold of the lock: whoever sees no dirty block (drop_caches' CLI
@@ -1497,7 +1321,7 @@ Status EngineImpl::WritebackAll() {
   while (!AllAppliedLocked()) {
     if (failed_) return FailedStatus();
     uint64_t dirty = nr_dirty_, discards = zeros_.pending(), lw = last_writeback_id_;
-    WBFS_RETURN_IF_ERROR(WritebackLocked(last_seg_id_, true,
+    WBFS_RETURN_IF_ERROR(WritebackLocked(log_.last_seg_id(), true,
                                          static_cast<uint64_t>(tun_.nr_max_batched_writeback)));
     if (nr_dirty_ == dirty && zeros_.pending() == discards && last_writeback_id_ == lw) {
       return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
@@ -1512,19 +1336,18 @@ Status EngineImpl::RestartLogAfterLoss(const log::SyncedLoss& loss) {
   WBFS_RETURN_IF_ERROR(WritebackAll());
   Lock lk(mu_);
   SealCurrentLocked();  // the damaged chunk's slot is never continued
-  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(last_cut_seq_));
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(log_.last_cut_seq()));
   if (!AllAppliedLocked()) return Status::Failed("writing back what survived the loss did not finish");
   // Everything the log holds is on the backing: the record's tail moves
   // past it, and the next chunk's seq jumps above every seq on the cache.
-  last_writeback_id_ = last_seg_id_;
-  next_seq_ = std::max(next_seq_, loss.max_seq + 1);
-  last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
+  last_writeback_id_ = log_.last_seg_id();
+  log_.SettleSeqs(loss.max_seq + 1);
   st_.dropped_chunks += loss.lost_chunks;
   WBFS_RETURN_IF_ERROR(WriteRecordLocked(true));
   Log("accept_loss: " + log::DescribeSyncedLoss(loss) + "; the image was rolled back to flush point " +
       log::RollbackPointText(loss) + ", " +
       std::to_string(survivors) + " dirty blocks that survived were written back, and the log " +
-      "restarts at chunk seq " + std::to_string(next_seq_));
+      "restarts at chunk seq " + std::to_string(log_.next_seq()));
   return Status::OK();
 }
 
@@ -1537,41 +1360,15 @@ Status EngineImpl::WriteRecordLocked(bool clean) {
   // read as part of the log.
   cv_.wait(mu_, [&]() REQUIRES(mu_) { return !recording_; });
   Claim claim(&recording_, &cv_);
-  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(last_cut_seq_));
-  format::Record r;
-  r.flags = clean ? format::kRecordClean : 0;
-  r.nonce = sb_.nonce;
-  r.seq = record_seq_ + 1;
-  if (detach_ && AllAppliedLocked()) last_writeback_id_ = last_seg_id_;  // nothing left to replay
-  r.tail_segment_id = last_writeback_id_ + 1;
-  r.tail_block = 0;
-  r.last_writeback_id = last_writeback_id_;
-  const Segment& t = segs_[RingSlot(r.tail_segment_id)];
-  if (r.tail_segment_id <= last_seg_id_ && t.id == r.tail_segment_id && t.first_chunk_seq != 0) {
-    r.tail_chunk_seq = t.first_chunk_seq;
-    r.tail_prev_crc = t.first_prev_crc;
-  } else {
-    r.tail_chunk_seq = next_seq_;
-    r.tail_prev_crc = last_crc_;
-  }
-  r.durable_seq = flushed_seq_;  // the sync below makes it true
-  AlignedBuffer block(kBlockSize);
-  format::EncodeRecord(r, block.data());
-  const uint64_t off = format::kRecordOffsets[r.seq % 2];
-  mu_.unlock();
-  Status st = cache_->Sync();  // chunks before the record
-  if (st.ok()) st = cache_->WriteAt(off, block.data(), kBlockSize);
-  if (st.ok()) st = cache_->Sync();
-  mu_.lock();
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(log_.last_cut_seq()));
+  if (detach_ && AllAppliedLocked()) last_writeback_id_ = log_.last_seg_id();  // nothing left to replay
+  const Status st = log_.WriteRecord(&mu_, last_writeback_id_, clean);
   if (!st.ok()) {
     SetFailedLocked(st);
     return FailedStatus();
   }
   st_.cache_bytes_written += kBlockSize;
   st_.nr_cache_syncs += 2;
-  record_seq_ = r.seq;
-  record_tail_seg_ = r.tail_segment_id;
-  durable_seq_ = std::max(durable_seq_, r.durable_seq);
   return Status::OK();
 }
 
@@ -1594,7 +1391,7 @@ Status EngineImpl::Close() {
     // A writer or writeback still inside would need the engine: let them finish.
     cv_.wait(lk, [&]() REQUIRES(mu_) { return !acquiring_ && !wb_running_; });
     if (!failed_) {
-      if (chunk_n_ > 0) {
+      if (log_.chunk_n() > 0) {
         CutChunkLocked();
         PumpLocked();
       }
@@ -1623,8 +1420,8 @@ EngineStats EngineImpl::Stats() const {
   s.segment_size = format::kSegmentSize;
   s.nr_segments = nr_segments_;
   s.nr_cache_blocks = nr_segments_ * format::kMaxChunkBlocks;
-  s.current_id = last_seg_id_;
-  s.last_flushed_id = flushed_seg_id_;
+  s.current_id = log_.last_seg_id();
+  s.last_flushed_id = log_.flushed_seg_id();
   s.last_writeback_id = last_writeback_id_;
   s.nr_dirty_cache_blocks = nr_dirty_;
   s.tunables = tun_;
@@ -1682,8 +1479,8 @@ void EngineImpl::BackgroundMain() {
     if (force_drop_ && AllAppliedLocked()) force_drop_ = false;
     const policy::Decision d = policy::Decide(PolicyInputsLocked(), &low_room_);
     if (d.want && !wb_running_ && MonotonicMs() >= wb_retry_at_ms_) {
-      Status st = d.whole_log ? WritebackLocked(last_seg_id_, true, d.batch)
-                              : WritebackLocked(LastSealedIdLocked(), false, d.batch);
+      Status st = d.whole_log ? WritebackLocked(log_.last_seg_id(), true, d.batch)
+                              : WritebackLocked(log_.last_sealed_id(), false, d.batch);
       if (!st.ok()) {
         // Retry later, backing off: the backing may be full until someone
         // frees space. (A success resets it, in WritebackLocked.)
@@ -1715,9 +1512,9 @@ void EngineImpl::SampleBackingLocked(BgClock::time_point now, BackgroundClocks* 
 bool EngineImpl::PeriodicSyncLocked(BgClock::time_point now, BgClock::time_point* last) {
   if (tun_.sync_data_interval <= 0 || now - *last < std::chrono::seconds(tun_.sync_data_interval)) return false;
   *last = now;
-  if (chunk_n_ > 0) CutChunkLocked();
-  const uint64_t target = last_cut_seq_;
-  if (durable_seq_ < target && WaitFlushedLocked(target).ok()) {
+  if (log_.chunk_n() > 0) CutChunkLocked();
+  const uint64_t target = log_.last_cut_seq();
+  if (log_.durable_seq() < target && WaitFlushedLocked(target).ok()) {
     mu_.unlock();
     (void)SyncTo(target);
     mu_.lock();
@@ -1731,7 +1528,7 @@ bool EngineImpl::RecordRefreshLocked(BgClock::time_point now, BgClock::time_poin
     return false;
   }
   *last = now;
-  if (record_tail_seg_ != last_writeback_id_ + 1) (void)WriteRecordLocked(false);
+  if (log_.record_tail_seg() != last_writeback_id_ + 1) (void)WriteRecordLocked(false);
   return true;
 }
 
@@ -1741,8 +1538,8 @@ policy::Inputs EngineImpl::PolicyInputsLocked() const {
   in.threshold = tun_.writeback_threshold;
   in.utilization = util_;
   in.nr_segments = nr_segments_;
-  in.used = last_seg_id_ - last_writeback_id_;
-  in.sealed_waiting = LastSealedIdLocked() > last_writeback_id_;
+  in.used = log_.last_seg_id() - last_writeback_id_;
+  in.sealed_waiting = log_.last_sealed_id() > last_writeback_id_;
   in.batch = BatchLocked();
   in.oldest_ms = OldestUnappliedMsLocked();
   in.now_ms = WallClockMs();
@@ -1768,9 +1565,9 @@ Status EngineImpl::SetTunable(const std::string& key, int64_t value) {
 uint64_t EngineImpl::OldestUnappliedMsLocked() const {
   // Times grow along the log: the first segment with a change not on the
   // backing has the oldest.
-  for (uint64_t id = last_writeback_id_ + 1; id <= last_seg_id_; id++) {
-    const Segment& s = segs_[RingSlot(id)];
-    if (s.id == id && s.unapplied_ms != 0) return s.unapplied_ms;
+  for (uint64_t id = last_writeback_id_ + 1; id <= log_.last_seg_id(); id++) {
+    const SegmentBook& b = books_[RingSlot(id)];
+    if (log_.seg(RingSlot(id)).id == id && b.unapplied_ms != 0) return b.unapplied_ms;
   }
   return open_chunk_ms_;
 }
@@ -1789,35 +1586,6 @@ void EngineImpl::StartDropCaches() {
 }
 
 // ---------------------------------------------------------------- open
-
-Status Format(Device& cache, uint64_t backing_size, log::CacheMeta* meta) {
-  format::Superblock sb;
-  sb.nr_segments = format::SegmentsFor(cache.Size());
-  sb.backing_size = backing_size;
-  sb.cache_size = format::kSegmentsOffset + sb.nr_segments * format::kSegmentSize;
-  sb.nonce = RandomU64();
-  sb.format_time = static_cast<uint64_t>(::time(nullptr));
-  format::Record r;
-  r.nonce = sb.nonce;
-  r.seq = 1;
-  r.tail_segment_id = 1;
-  r.tail_chunk_seq = 1;
-  r.tail_prev_crc = format::ChainSeed(sb.nonce);
-  // Records first, superblock last: an interrupted format leaves a blank
-  // superblock and simply runs again.
-  AlignedBuffer buf(format::kSegmentsOffset);
-  format::EncodeRecord(r, buf.data() + format::kRecordOffsets[1]);
-  WBFS_RETURN_IF_ERROR(cache.WriteAt(0, buf.data(), format::kSegmentsOffset));
-  WBFS_RETURN_IF_ERROR(cache.Sync());
-  format::EncodeSuperblock(sb, buf.data());
-  WBFS_RETURN_IF_ERROR(cache.WriteAt(0, buf.data(), kBlockSize));
-  WBFS_RETURN_IF_ERROR(cache.Sync());
-  meta->blank = false;
-  meta->sb = sb;
-  meta->record = r;
-  meta->record_slot = 1;
-  return Status::OK();
-}
 
 }  // namespace
 
@@ -1891,7 +1659,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
       // from every other refusal by it, not by the message.
       return Status::NotFound("the cache " + cache->Name() + " is not formatted");
     }
-    WBFS_RETURN_IF_ERROR(Format(*cache, bsize, &meta));
+    WBFS_RETURN_IF_ERROR(log::LogWriter::Format(*cache, bsize, RandomU64(), &meta));
     formatted = true;
   }
   format::Superblock sb = meta.sb;
