@@ -60,6 +60,7 @@
 #include "engine/policy.h"
 #include "engine/read_plan.h"
 #include "engine/read_stager.h"
+#include "engine/writeback.h"
 #include "engine/writeback_unit.h"
 #include "engine/zero_map.h"
 #include "journal/journal.h"
@@ -97,8 +98,6 @@ using format::kSectorsPerBlock;
 constexpr uint64_t kReadGapMax = 256 << 10;
 constexpr uint64_t kReadSpanMax = 4 << 20;
 
-// The longest wait between background retries of a failing writeback.
-constexpr uint64_t kMaxRetryMs = 8000;
 
 uint64_t RandomU64() {
   uint64_t v = 0;
@@ -205,7 +204,7 @@ class EngineImpl final : public Engine {
   Status ForgetBackingPoint() EXCLUDES(mu_) {
     Lock lk(mu_);
     cv_.wait(lk, [&]() REQUIRES(mu_) { return !wb_running_; });
-    backing_point_ = format::FlushPoint{};
+    carry_.set_backing_point(format::FlushPoint{});
     if (!journal_) return Status::OK();
     Claim claim(&wb_running_, &cv_);  // the journal is writeback's: keep writeback out meanwhile
     lk.unlock();
@@ -375,18 +374,7 @@ class EngineImpl final : public Engine {
   bool wb_running_ GUARDED_BY(mu_) = false;
   bool recording_ GUARDED_BY(mu_) = false;  // a thread is in WriteRecordLocked: one record write at a time
   bool flushing_ GUARDED_BY(mu_) = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
-  // The journaled unit whose apply failed (ids up to redo_upto_, redo_count_
-  // segments, the current one included): the next unit covers it.
-  uint64_t redo_upto_ GUARDED_BY(mu_) = 0;
-  uint64_t redo_count_ GUARDED_BY(mu_) = 0;
-  bool redo_current_ GUARDED_BY(mu_) = false;
-  bool wb_failing_ GUARDED_BY(mu_) = false;  // the last writeback failed (logged once)
-  std::string wb_error_ GUARDED_BY(mu_);     // why, while wb_failing_ (status: writeback_error)
-  // Background retries of a failing writeback back off (1 s doubling to
-  // kMaxRetryMs): a backing out of space is not hammered with a unit per
-  // second, and a new drop_caches retries at once.
-  uint64_t wb_retry_ms_ GUARDED_BY(mu_) = 0;
-  uint64_t wb_retry_at_ms_ GUARDED_BY(mu_) = 0;  // MonotonicMs(); 0: now
+  wb::Carry carry_ GUARDED_BY(mu_);  // redo, failure, retry back-off, the backing's flush point
   std::atomic<bool> read_failing_{false};
 
   uint64_t last_writeback_id_ GUARDED_BY(mu_) = 0;
@@ -409,7 +397,6 @@ class EngineImpl final : public Engine {
   uint64_t open_chunk_ms_ GUARDED_BY(mu_) = 0;  // first dirty write into the open chunk; 0: none
   uint64_t around_gen_ GUARDED_BY(mu_) = 0;     // write-around writes and punches so far
   uint64_t around_synced_ GUARDED_BY(mu_) = 0;  // of those, made durable before a staging
-  format::FlushPoint backing_point_ GUARDED_BY(mu_);  // what the backing shows (after the last unit)
   ReadStager stager_ GUARDED_BY(mu_);          // read misses waiting to be staged
   uint64_t cur_batch_ GUARDED_BY(mu_) = 0;
   int64_t util_ GUARDED_BY(mu_) = -1;          // backing utilisation %, last second
@@ -435,8 +422,8 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
   // of this cache are on it (the record's tail may lag behind).
   uint64_t done = 0;
   if (journal_ && journal_->state().point.cache_nonce == sb_.nonce) {
-    backing_point_ = journal_->state().point;
-    done = backing_point_.chunk_seq;
+    carry_.set_backing_point(journal_->state().point);
+    done = journal_->state().point.chunk_seq;
   }
   const uint64_t open_ms = WallClockMs();
   if (!formatted) {
@@ -1166,11 +1153,7 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   // one (Journal::Write): the next unit must then cover at least as much,
   // or it would take the backing back to an earlier point for some blocks
   // only.
-  if (redo_count_ > 0) {
-    upto = std::max(upto, redo_upto_);
-    batch = std::max(batch, redo_count_);
-    current = current || redo_current_;
-  }
+  carry_.Cover(&upto, &batch, &current);
   // The unit: sealed segments after last_writeback_id_, then maybe the
   // current one (its cut chunks).
   std::vector<uint64_t> ids;
@@ -1208,42 +1191,20 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   // The unit must be durable in the cache before the backing changes: a
   // crash must not leave a replayed older (clean) copy over newer backing
   // data.
-  Status st = SyncTo(plan.point.chunk_seq);
-  AlignedBuffer data(plan.total);
-  for (const wb::Range& r : plan.ranges) {
-    if (!st.ok()) break;
-    st = cache_->ReadAt(format::SegmentBlockOffset(sb_, r.id, r.from), data.data() + r.data,
-                        size_t{r.to - r.from} * kBlockSize);
+  wb::Outcome done;
+  done.st = SyncTo(plan.point.chunk_seq);
+  if (done.st.ok()) {
+    wb::RunOptions ro;
+    ro.verify = block_crcs_;
+    ro.accept_loss = opts_.accept_loss;
+    ro.fill.max_gap = write_around() ? 0 : opts_.writeback_fill_gap;
+    ro.fill.max_window = opts_.writeback_fill_window;
+    done = wb::Run(*cache_, *backing_, journal_.get(), sb_, &plan, ro, &abort_wb_);
   }
-  // What reaches the backing is verified first: a block that fails its
-  // checksum stops the unit (nothing is applied, the block stays dirty),
-  // or with accept_loss is left out (the backing keeps its older copy).
-  std::vector<wb::Item> bad;
-  if (st.ok() && block_crcs_) {
-    bad = wb::CheckData(&plan.net, data.data(), opts_.accept_loss);
-    if (!bad.empty() && !opts_.accept_loss) {
-      st = Status::Corruption(std::to_string(bad.size()) +
-                              " cached blocks do not match their checksum, the first at image offset " +
-                              std::to_string(bad[0].block * kBlockSize) +
-                              "; they stay dirty and are not written back (see wbfs check)");
-    }
-  }
-  AlignedBuffer out;
-  journal::Unit unit;
-  if (st.ok()) unit = wb::Pack(plan, data.data(), &out);
-  data.Reset(0);  // packed into `out`: not held through the (long) apply
-  journal::FillPolicy fill;
-  fill.max_gap = write_around() ? 0 : opts_.writeback_fill_gap;
-  fill.max_window = opts_.writeback_fill_window;
-  journal::ApplyStats applied;
-  const bool empty = unit.runs.empty() && unit.punches.empty();
-  if (st.ok() && !empty) {
-    st = journal_ ? journal_->Write(*backing_, unit, &abort_wb_, fill, &applied)
-                  : journal::ApplyUnit(*backing_, unit, &abort_wb_, fill, &applied);
-  }
+  const Status& st = done.st;
 
   mu_.lock();
-  for (const wb::Item& it : bad) {
+  for (const wb::Item& it : done.bad) {
     (void)BadBlockLocked(log_.CacheOffset(it.slot), it.block);
     if (opts_.accept_loss && st.ok() && SlotWord::Valid(slots_[it.slot])) {
       Log("accept_loss: writeback left image offset " + std::to_string(it.block * kBlockSize) +
@@ -1253,35 +1214,21 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   }
   for (const wb::Range& r : plan.ranges) books_[r.ring].pins--;
   cv_.notify_all();
-  if (!st.ok() && journal_ && journal_->pending()) {
-    redo_upto_ = ids.back();
-    redo_count_ = ids.size();
-    redo_current_ = !log_.seg(RingSlot(ids.back())).sealed || current;
-  } else if (st.ok()) {
-    redo_upto_ = redo_count_ = 0;
-    redo_current_ = false;
-  }
   if (!st.ok()) {
-    // The changes stay unapplied in the cache; the next writeback retries them.
-    if (st.code() == Status::Code::kFailed) return st;  // stopped for unmount
-    if (!wb_failing_) {
-      wb_failing_ = true;
+    // The changes stay unapplied in the cache; the next writeback retries
+    // them (a journaled unit left pending: the next one covers it).
+    const bool redo = journal_ && journal_->pending();
+    if (carry_.Failed(st, redo, ids.back(), ids.size(), !log_.seg(RingSlot(ids.back())).sealed || current)) {
       Log("writeback failed: " + st.message() + "; the dirty blocks stay in the cache and "
           "writeback is retried");
     }
-    wb_error_ = st.message();
+    if (st.code() == Status::Code::kFailed) return st;  // stopped for unmount
     return st.WithContext("writeback");
   }
-  if (wb_failing_) {
-    wb_failing_ = false;
-    wb_error_.clear();
-    Log("writeback works again");
-  }
-  wb_retry_ms_ = wb_retry_at_ms_ = 0;
-  st_.backing_bytes_written += applied.bytes_written;
-  st_.backing_fill_bytes += applied.bytes_filled;
-  if (!empty) st_.nr_writeback_units++;
-  backing_point_ = plan.point;
+  if (carry_.Succeeded(plan.point)) Log("writeback works again");
+  st_.backing_bytes_written += done.applied.bytes_written;
+  st_.backing_fill_bytes += done.applied.bytes_filled;
+  if (!done.empty) st_.nr_writeback_units++;
   for (const wb::Item& it : plan.taken) {
     uint64_t w = slots_[it.slot];
     // A block rewritten meanwhile was invalidated here: its newer copy
@@ -1434,16 +1381,16 @@ EngineStats EngineImpl::Stats() const {
   s.utilization_source = backing_->BusySource();
   s.dropping_caches = force_drop_;
   s.nr_staging = stager_.size();
-  s.writeback_failing = wb_failing_;
-  s.writeback_error = wb_error_;
+  s.writeback_failing = carry_.failing();
+  s.writeback_error = carry_.error();
   s.pending_discards = zeros_.pending();
   s.journal = journal_ != nullptr;
   if (journal_) {
     s.journal_name = journal_->Name();
     s.journal_bytes_written = journal_->bytes_written();
   }
-  s.backing_point_seq = backing_point_.chunk_seq;
-  s.backing_point_ms = backing_point_.time_ms;
+  s.backing_point_seq = carry_.backing_point().chunk_seq;
+  s.backing_point_ms = carry_.backing_point().time_ms;
   s.oldest_unapplied_ms = OldestUnappliedMsLocked();
   s.failed = failed_;
   s.error = error_;
@@ -1478,19 +1425,18 @@ void EngineImpl::BackgroundMain() {
     InjectStagedLocked(std::chrono::milliseconds(opts_.read_stage_delay_ms));
     if (force_drop_ && AllAppliedLocked()) force_drop_ = false;
     const policy::Decision d = policy::Decide(PolicyInputsLocked(), &low_room_);
-    if (d.want && !wb_running_ && MonotonicMs() >= wb_retry_at_ms_) {
+    if (d.want && !wb_running_ && carry_.RetryDue(MonotonicMs())) {
       Status st = d.whole_log ? WritebackLocked(log_.last_seg_id(), true, d.batch)
                               : WritebackLocked(log_.last_sealed_id(), false, d.batch);
       if (!st.ok()) {
         // Retry later, backing off: the backing may be full until someone
         // frees space. (A success resets it, in WritebackLocked.)
-        wb_retry_ms_ = std::min<uint64_t>(kMaxRetryMs, wb_retry_ms_ == 0 ? 1000 : wb_retry_ms_ * 2);
-        wb_retry_at_ms_ = MonotonicMs() + wb_retry_ms_;
+        carry_.BackOff(MonotonicMs());
       }
       continue;
     }
     if (d.want && !wb_running_) {  // backing off: wait for the retry (or a new drop_caches)
-      const uint64_t left = wb_retry_at_ms_ - std::min(MonotonicMs(), wb_retry_at_ms_);
+      const uint64_t left = carry_.RetryWaitMs(MonotonicMs());
       cv_.wait_for(lk, std::chrono::milliseconds(std::min<uint64_t>(200, left)), stop);
       continue;
     }
@@ -1581,7 +1527,7 @@ void EngineImpl::ClearStats() {
 void EngineImpl::StartDropCaches() {
   Lock lk(mu_);
   if (!AllAppliedLocked()) force_drop_ = true;
-  wb_retry_at_ms_ = 0;  // a failing writeback is retried at once
+  carry_.RetryNow();  // a failing writeback is retried at once
   cv_.notify_all();
 }
 
