@@ -40,6 +40,12 @@ class Device {
   bool HasHole(uint64_t off, uint64_t len) const;
   // For messages: the path, or a test's name.
   virtual std::string Name() const = 0;
+  // What the device is, stably and uniquely, where that is known beyond its
+  // path (an RBD image: its cluster's fsid, pool id and image id), at most
+  // format::kMaxBackingIdLen bytes; empty for files and block devices. A
+  // cache records its backing's identity at format and is refused over a
+  // backing with another one.
+  virtual std::string Identity() const { return {}; }
   // Milliseconds the underlying disk has been busy, cumulative: its
   // io_ticks (as the kernel reports them) where the device sits on a block
   // device, otherwise the time spent in this Device's own calls. The

@@ -11,6 +11,12 @@
 //   0 magic "WBFS-SB\0"  8 version u32  12 crc u32  16 block_size u32
 //   20 segment_size u32  24 nr_segments u64  32 segments_offset u64
 //   40 backing_size u64  48 cache_size u64  56 nonce u64  64 format_time u64
+//   72 backing_id_len u16  74 backing_id (backing_id_len bytes, at most 200)
+// backing_id names the storage the cache was formatted for when the backing
+// device has an identity (an RBD image: cluster fsid, pool id, image id);
+// a cache is never opened over a backing with another identity. Files and
+// block devices have none (length 0): only the size is checked, as before.
+// Writers that predate the field left it zero, and ignore it.
 // The nonce is the cache's identity: it is repeated in every record and chunk
 // header, so nothing written under an earlier format ever validates.
 //
@@ -108,6 +114,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "wbfs/status.h"
@@ -163,7 +170,9 @@ struct Superblock {
   uint64_t cache_size = 0;
   uint64_t nonce = 0;
   uint64_t format_time = 0;
+  std::string backing_id;  // empty: the backing had no identity
 };
+constexpr size_t kMaxBackingIdLen = 200;
 
 constexpr uint32_t kRecordClean = 1;  // written by a clean unmount
 

@@ -273,7 +273,7 @@ int CmdDump(const std::vector<std::string>& args) {
                          {"segment_size", sb.segment_size}, {"nr_segments", sb.nr_segments},
                          {"segments_offset", sb.segments_offset}, {"backing_size", sb.backing_size},
                          {"cache_size", sb.cache_size}, {"nonce", sb.nonce},
-                         {"format_time", sb.format_time}};
+                         {"format_time", sb.format_time}, {"backing_id", sb.backing_id}};
     out["records"] = json::array();
     for (int slot = 0; slot < 2; slot++) {
       const log::RecordSlot& rs = meta.records.slot[static_cast<size_t>(slot)];

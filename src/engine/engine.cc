@@ -1540,6 +1540,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
                                              std::unique_ptr<Device> cache,
                                              std::unique_ptr<Device> journal_dev) {
   const uint64_t bsize = backing->Size();
+  const std::string backing_id = backing->Identity().substr(0, format::kMaxBackingIdLen);
   if (bsize == 0 || bsize % kBlockSize != 0) {
     return Status::InvalidArgument("the backing " + backing->Name() + " is " +
                                    std::to_string(bsize) +
@@ -1562,6 +1563,14 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
     return Status::InvalidArgument("the cache " + cache->Name() + " was formatted for a backing of " +
                                    std::to_string(meta.sb.backing_size) + " bytes, but " +
                                    backing->Name() + " is " + std::to_string(bsize) + " bytes");
+  } else if (!meta.sb.backing_id.empty() && meta.sb.backing_id != backing_id) {
+    // A cache that recorded no identity (formatted over a file, or by a
+    // wbfs that predates the field) is checked by size only, as before.
+    return Status::InvalidArgument("the cache " + cache->Name() + " was formatted for the backing " +
+                                   meta.sb.backing_id + ", but " + backing->Name() + " is " +
+                                   (backing_id.empty() ? std::string("a device without that identity")
+                                                       : backing_id) +
+                                   "; nothing was changed");
   }
   // The log is read before anything is written: a log that lost synced
   // data is refused here, with both files untouched, unless the caller
@@ -1605,7 +1614,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
       // from every other refusal by it, not by the message.
       return Status::NotFound("the cache " + cache->Name() + " is not formatted");
     }
-    WBFS_RETURN_IF_ERROR(log::LogWriter::Format(*cache, bsize, RandomU64(), &meta));
+    WBFS_RETURN_IF_ERROR(log::LogWriter::Format(*cache, bsize, backing_id, RandomU64(), &meta));
     formatted = true;
   }
   format::Superblock sb = meta.sb;

@@ -1,5 +1,6 @@
 #include "wbfs/format.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -18,7 +19,8 @@ constexpr char kJEntryMagic[8] = {'W', 'B', 'F', 'S', '-', 'J', 'E', 0};
 // Superblock field offsets.
 constexpr size_t kSbVersion = 8, kSbCrc = 12, kSbBlockSize = 16, kSbSegmentSize = 20,
                  kSbNrSegments = 24, kSbSegmentsOffset = 32, kSbBackingSize = 40,
-                 kSbCacheSize = 48, kSbNonce = 56, kSbFormatTime = 64;
+                 kSbCacheSize = 48, kSbNonce = 56, kSbFormatTime = 64, kSbBackingIdLen = 72,
+                 kSbBackingId = 74;
 // Record field offsets.
 constexpr size_t kRcCrc = 8, kRcFlags = 12, kRcNonce = 16, kRcSeq = 24, kRcTailSegment = 32,
                  kRcTailBlock = 40, kRcTailPrevCrc = 44, kRcTailChunkSeq = 48,
@@ -94,6 +96,9 @@ void EncodeSuperblock(const Superblock& sb, uint8_t* block) {
   EncodeFixed64(block + kSbCacheSize, sb.cache_size);
   EncodeFixed64(block + kSbNonce, sb.nonce);
   EncodeFixed64(block + kSbFormatTime, sb.format_time);
+  const size_t id_len = std::min(sb.backing_id.size(), kMaxBackingIdLen);
+  EncodeFixed16(block + kSbBackingIdLen, static_cast<uint16_t>(id_len));
+  std::memcpy(block + kSbBackingId, sb.backing_id.data(), id_len);
   EncodeFixed32(block + kSbCrc, BlockCrc(block, kSbCrc));
 }
 
@@ -113,6 +118,9 @@ Status DecodeSuperblock(const uint8_t* block, Superblock* sb) {
   s.cache_size = DecodeFixed64(block + kSbCacheSize);
   s.nonce = DecodeFixed64(block + kSbNonce);
   s.format_time = DecodeFixed64(block + kSbFormatTime);
+  const uint16_t id_len = DecodeFixed16(block + kSbBackingIdLen);
+  if (id_len > kMaxBackingIdLen) return Status::Corruption("superblock: bad backing_id length");
+  s.backing_id.assign(reinterpret_cast<const char*>(block + kSbBackingId), id_len);
   if (s.version < kOldestFormatVersion || s.version > kFormatVersion) {
     return Status::Corruption("superblock: format version " + std::to_string(s.version) +
                               " is not supported (this wbfs reads versions " +

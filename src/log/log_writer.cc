@@ -230,12 +230,14 @@ void LogWriter::SettleSeqs(uint64_t min_next) {
   last_cut_seq_ = flushed_seq_ = durable_seq_ = next_seq_ - 1;
 }
 
-Status LogWriter::Format(Device& cache, uint64_t backing_size, uint64_t nonce, CacheMeta* meta) {
+Status LogWriter::Format(Device& cache, uint64_t backing_size, const std::string& backing_id, uint64_t nonce,
+                         CacheMeta* meta) {
   format::Superblock sb;
   sb.nr_segments = format::SegmentsFor(cache.Size());
   sb.backing_size = backing_size;
   sb.cache_size = format::kSegmentsOffset + sb.nr_segments * format::kSegmentSize;
   sb.nonce = nonce;
+  sb.backing_id = backing_id;
   sb.format_time = static_cast<uint64_t>(::time(nullptr));
   format::Record r;
   r.nonce = sb.nonce;

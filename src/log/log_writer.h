@@ -168,8 +168,10 @@ class LogWriter {
   // and the next seq is at least `min_next` (0: unchanged).
   void SettleSeqs(uint64_t min_next = 0);
 
-  // Writes the superblock and the records of a blank cache.
-  static Status Format(Device& cache, uint64_t backing_size, uint64_t nonce, CacheMeta* meta);
+  // Writes the superblock and the records of a blank cache, for a backing
+  // of `backing_size` bytes and identity `backing_id` (Device::Identity).
+  static Status Format(Device& cache, uint64_t backing_size, const std::string& backing_id, uint64_t nonce,
+                       CacheMeta* meta);
 
  private:
   const format::Superblock sb_;

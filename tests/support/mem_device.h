@@ -71,6 +71,7 @@ struct MemDisk {
   std::vector<uint8_t> durable;
   std::vector<Pending> pending;
   std::string name;
+  std::string identity;  // Device::Identity (empty: none, as a file)
   uint64_t reads = 0, writes = 0, syncs = 0, bytes_written = 0;
   // A sparse disk (a sparse file): 4 KiB blocks are allocated by the
   // first write into them and freed by Discard; unallocated blocks are
@@ -291,6 +292,7 @@ class MemDevice final : public Device {
     return d_->always_busy ? MonotonicMs() : 0;
   }
   std::string Name() const override { return d_->name; }
+  std::string Identity() const override { return d_->identity; }
 
  private:
   // A disk writes whole sectors: an unaligned write is remembered as the

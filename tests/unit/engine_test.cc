@@ -261,6 +261,39 @@ TEST_CASE("bad caches are refused and left untouched") {
     CHECK(cache->writes == w);
     CHECK(cache->data == copy);
   }
+  SUBCASE("formatted for a backing with another identity, of the same size") {
+    auto cache = std::make_shared<MemDisk>(8 * kMiB);
+    backing->identity = "rbd:fsid=aa/pool=1/image=one";
+    {
+      auto r = Engine::Open({}, Dev(backing), Dev(cache));
+      REQUIRE(r.ok());
+    }
+    auto copy = cache->data;
+    const uint64_t w = cache->writes;
+    auto other = std::make_shared<MemDisk>(4 * kMiB);
+    other->identity = "rbd:fsid=aa/pool=1/image=two";
+    auto r = Engine::Open({}, Dev(other), Dev(cache));
+    CHECK(r.status().code() == Status::Code::kInvalidArgument);
+    CHECK(r.status().message().find("formatted for the backing rbd:fsid=aa/pool=1/image=one") != std::string::npos);
+    CHECK(r.status().message().find("image=two") != std::string::npos);
+    // A device without an identity (a file) is refused too.
+    auto plain = std::make_shared<MemDisk>(4 * kMiB);
+    CHECK(Engine::Open({}, Dev(plain), Dev(cache)).status().code() == Status::Code::kInvalidArgument);
+    CHECK(cache->writes == w);
+    CHECK(cache->data == copy);
+    // The same image opens it again.
+    CHECK(Engine::Open({}, Dev(backing), Dev(cache)).ok());
+  }
+  SUBCASE("a cache that recorded no identity is checked by size only") {
+    auto cache = std::make_shared<MemDisk>(8 * kMiB);
+    {
+      auto r = Engine::Open({}, Dev(backing), Dev(cache));
+      REQUIRE(r.ok());
+    }
+    auto other = std::make_shared<MemDisk>(4 * kMiB);
+    other->identity = "rbd:fsid=aa/pool=1/image=two";
+    CHECK(Engine::Open({}, Dev(other), Dev(cache)).ok());
+  }
   SUBCASE("backing not a multiple of 4 KiB") {
     auto odd = std::make_shared<MemDisk>(4 * kMiB + 512);
     auto cache = std::make_shared<MemDisk>(8 * kMiB);

@@ -37,7 +37,7 @@ struct Rig {
   uint64_t written_blocks = 0;  // image blocks 0, 1, ... in order, version = block
 
   Rig() {
-    REQUIRE(log::LogWriter::Format(dev, kBackingSize, 42, &meta).ok());
+    REQUIRE(log::LogWriter::Format(dev, kBackingSize, "", 42, &meta).ok());
     w = std::make_unique<log::LogWriter>(meta.sb, &dev, log::LogWriter::Options{2, 64}, 7);
     w->ResumeAtRecord(meta.record);
     w->SettleSeqs();

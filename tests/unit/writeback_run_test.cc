@@ -32,7 +32,7 @@ struct UnitRig {
   std::vector<SegmentView> views;
 
   UnitRig() {
-    REQUIRE(log::LogWriter::Format(cache, backing.Size(), 9, &meta).ok());
+    REQUIRE(log::LogWriter::Format(cache, backing.Size(), "", 9, &meta).ok());
     slots.assign(meta.sb.nr_segments * kBlocksPerSegment, 0);
     crcs.assign(slots.size(), 0);
     for (uint32_t pos = 1; pos <= 2; pos++) {
