@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "engine/block_index.h"
+#include "engine/cache_map.h"
 #include "engine/pieces.h"
 #include "engine/policy.h"
 #include "engine/read_plan.h"
@@ -146,16 +147,6 @@ class Claim {
   CondVar* cv_;
 };
 
-// The cache's bookkeeping of one ring slot; what the log knows of it
-// (occupant, fill, buffer, chunks) is the LogWriter's log::SegmentLog.
-struct SegmentBook {
-  uint32_t nr_dirty = 0;      // valid dirty blocks
-  uint32_t pins = 0;          // readers and writeback inside this slot
-  uint32_t applied = 0;       // blocks [0, applied) are on the backing
-  uint64_t unapplied_ms = 0;  // cut time of its oldest change not on the backing; 0: none
-  std::vector<PendingDiscard> discards;  // after `applied`, oldest first
-};
-
 // A whole block read outside the lock for a partial write (see WriteBlock).
 struct PreRead {
   bool valid = false;
@@ -180,12 +171,8 @@ class EngineImpl final : public Engine {
         journal_(std::move(journal)),
         sb_(sb),
         nr_segments_(sb.nr_segments),
-        nr_slots_(static_cast<uint32_t>(sb.nr_segments * kBlocksPerSegment)),
         block_crcs_(format::HasBlockCrcs(sb)),
-        books_(sb.nr_segments),
-        slots_(nr_slots_, 0),
-        crcs_(block_crcs_ ? nr_slots_ : 0, 0),
-        index_(nr_slots_, &slots_),
+        map_(sb.nr_segments, block_crcs_),
         log_(sb, cache_.get(), {opts.nr_ram_buffers, opts.sync_every_segments}, RandomU64()) {
     tun_ = opts.tunables;
   }
@@ -224,7 +211,7 @@ class EngineImpl final : public Engine {
       Lock lk(mu_);
       if (closed_) return Status::Failed("the engine is closed");
       if (!AllAppliedLocked()) {
-        return Status::Failed(std::to_string(nr_dirty_) + " dirty blocks and " +
+        return Status::Failed(std::to_string(map_.nr_dirty()) + " dirty blocks and " +
                               std::to_string(zeros_.pending()) +
                               " discards are not written back");
       }
@@ -237,7 +224,6 @@ class EngineImpl final : public Engine {
  private:
   using Lock = MutexLock;
 
-  SegmentBook& BookOf(uint32_t slot) REQUIRES(mu_) { return books_[slot / kBlocksPerSegment]; }
   uint32_t RingSlot(uint64_t segment_id) const {
     return static_cast<uint32_t>((segment_id - 1) % nr_segments_);
   }
@@ -263,11 +249,6 @@ class EngineImpl final : public Engine {
                           PreRead* pre, bool* retry) REQUIRES(mu_);
   // Puts a new version of `block` in the next slot of the open chunk.
   void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) REQUIRES(mu_);
-  void InvalidateLocked(uint32_t slot) REQUIRES(mu_);
-  // The valid slots caching blocks [start, start + count).
-  std::vector<uint32_t> SlotsInRangeLocked(uint64_t start, uint64_t count) const REQUIRES(mu_);
-  // Drops every cached copy of blocks [start, start + count), dirty or not.
-  void InvalidateRangeLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
   // Appends a chunk of extents (no data) after cutting the open chunk, and
   // returns once it is durable. A discard stays pending (reads as zeros)
   // until the writeback unit covering it punches the backing.
@@ -275,7 +256,7 @@ class EngineImpl final : public Engine {
   void AddPendingDiscardLocked(SegmentBook& s, uint64_t start, uint64_t count, uint32_t pos) REQUIRES(mu_);
   // The discard of [start, start + count) reached the backing.
   void DiscardAppliedLocked(uint64_t start, uint64_t count) REQUIRES(mu_);
-  bool AllAppliedLocked() const REQUIRES(mu_) { return nr_dirty_ == 0 && zeros_.pending() == 0; }
+  bool AllAppliedLocked() const REQUIRES(mu_) { return map_.nr_dirty() == 0 && zeros_.pending() == 0; }
   // Wall-clock ms of the oldest change not on the backing (cut or still in
   // the open chunk); 0: none.
   uint64_t OldestUnappliedMsLocked() const REQUIRES(mu_);
@@ -354,18 +335,14 @@ class EngineImpl final : public Engine {
   const std::unique_ptr<journal::Journal> journal_;  // null: writeback without a journal
   const format::Superblock sb_;
   const uint64_t nr_segments_;
-  const uint32_t nr_slots_;
   const bool block_crcs_;  // version 3: every cached block has a checksum
 
   mutable Mutex mu_;
   CondVar cv_;  // any progress: flushes, syncs, unpins, writeback
   Mutex sync_mu_ ACQUIRED_BEFORE(mu_);
 
-  std::vector<SegmentBook> books_ GUARDED_BY(mu_);
-  std::vector<uint64_t> slots_ GUARDED_BY(mu_);  // SlotWord per cache block
-  std::vector<uint32_t> crcs_ GUARDED_BY(mu_);   // per cache block, its crc once flushed (block_crcs_)
+  CacheMap map_ GUARDED_BY(mu_);  // slot words, checksums, the index, per-segment books
   std::set<uint64_t> bad_blocks_ GUARDED_BY(mu_);  // cache offsets found failing their crc (logged once each)
-  BlockIndex index_ GUARDED_BY(mu_);
   // The segment ring, the open chunk, the chunks waiting for their write,
   // the seqs and the record.
   log::LogWriter log_ GUARDED_BY(mu_);
@@ -378,7 +355,6 @@ class EngineImpl final : public Engine {
   std::atomic<bool> read_failing_{false};
 
   uint64_t last_writeback_id_ GUARDED_BY(mu_) = 0;
-  uint64_t nr_dirty_ GUARDED_BY(mu_) = 0;
 
   std::thread flusher_;
   bool stop_ GUARDED_BY(mu_) = false;
@@ -438,25 +414,18 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
       switch (step.kind) {
         case log::ReplayStep::kChunkBegin:
           ring = RingSlot(c.segment_id);
-          book = &books_[ring];
+          book = &map_.book(ring);
           if (log_.ReplayChunk(c, open_ms)) *book = SegmentBook();  // a new occupant
           break;
         case log::ReplayStep::kDrop:
-          InvalidateRangeLocked(step.extent.start, step.extent.count);
+          map_.InvalidateRange(step.extent.start, step.extent.count);
           if (step.pending_discard) AddPendingDiscardLocked(*book, step.extent.start, step.extent.count, c.offset);
           break;
         case log::ReplayStep::kBlock: {
           const format::ChunkEntry& e = step.entry;
           const uint32_t slot = ring * kBlocksPerSegment + c.offset + 1 + step.index;
-          const uint32_t old = index_.Find(e.block);
-          if (old != BlockIndex::kNone) InvalidateLocked(old);
-          slots_[slot] = SlotWord::Make(e.block, e.mask, step.dirty);
-          if (block_crcs_) crcs_[slot] = e.crc;
-          index_.Insert(e.block, slot);
-          if (step.dirty) {
-            book->nr_dirty++;
-            nr_dirty_++;
-          }
+          map_.Place(slot, e.block, e.mask, step.dirty);
+          map_.SetCrc(slot, e.crc);
           break;
         }
         case log::ReplayStep::kChunkEnd:
@@ -472,7 +441,7 @@ Status EngineImpl::Start(const log::CacheMeta& meta, const log::LogScan* scan, b
     while (last_writeback_id_ < log_.last_seg_id()) {
       const uint32_t r = RingSlot(last_writeback_id_ + 1);
       const log::SegmentLog& s = log_.seg(r);
-      if (s.id != last_writeback_id_ + 1 || !s.sealed || books_[r].applied < s.fill) break;
+      if (s.id != last_writeback_id_ + 1 || !s.sealed || map_.book(r).applied < s.fill) break;
       last_writeback_id_++;
     }
     // What the scan checksummed may still sit in a volatile device cache.
@@ -554,7 +523,7 @@ Status EngineImpl::Read(uint64_t off, void* buf, size_t len) {
   if (!plan.pinned.empty() || !plan.staged.empty()) {
     Lock lk(mu_);
     for (const ReadPlan::Verify* v : bad) result = BadBlockLocked(v->cache_off, v->block);
-    for (uint32_t slot : plan.pinned) BookOf(slot).pins--;
+    for (uint32_t slot : plan.pinned) map_.BookOf(slot).pins--;
     cv_.notify_all();
     for (const ReadPlan::Staged& x : plan.staged) {
       if (result.ok()) stager_.Fill(x.block, x.data);
@@ -574,7 +543,7 @@ void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan
     const uint32_t lo = p.lo(), hi = p.hi();
     uint8_t* dst = out + p.at();
     unsigned stat = p.whole() ? kStatFull : 0;
-    const uint32_t slot = index_.Find(block);
+    const uint32_t slot = map_.Find(block);
     const bool zeroed = zeros_.Covers(block);  // a pending discard: not the backing's data
     if (slot == BlockIndex::kNone) {
       if (zeroed) std::memset(dst, 0, hi - lo);
@@ -584,7 +553,7 @@ void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan
       continue;
     }
     stat |= kStatHit;
-    const uint8_t mask = SlotWord::Mask(slots_[slot]);
+    const uint8_t mask = map_.Mask(slot);
     const uint8_t* ram = log_.RamBlock(slot);
     if (log_.InCurrentSegment(slot)) stat |= kStatBuffer;
     bool pin = false;
@@ -612,11 +581,11 @@ void EngineImpl::PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan
     if (from_cache) {
       pin = true;
       const bool whole = lo == 0 && hi == kBlockSize && mask == format::kFullMask;
-      plan->verify.push_back({dst, log_.CacheOffset(slot), block, crcs_[slot], !whole, lo, hi, mask});
+      plan->verify.push_back({dst, log_.CacheOffset(slot), block, map_.crc(slot), !whole, lo, hi, mask});
       if (whole) plan->Add(dst, log_.CacheOffset(slot), kBlockSize, true);
     }
     if (pin) {
-      BookOf(slot).pins++;
+      map_.BookOf(slot).pins++;
       plan->pinned.push_back(slot);
     }
     st_.stat[stat]++;
@@ -643,7 +612,7 @@ void EngineImpl::InjectStagedLocked(ReadStager::Clock::duration min_age) {
     if (!EnsureRoomLocked().ok()) return;  // may drop the lock: look again
     const uint8_t* data = stager_.Data(block);
     if (data == nullptr) continue;  // cancelled meanwhile
-    if (index_.Find(block) == BlockIndex::kNone) {
+    if (map_.Find(block) == BlockIndex::kNone) {
       PlaceLocked(block, data, format::kFullMask, false);
       st_.nr_staged_blocks++;
     }
@@ -683,8 +652,8 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
   WBFS_RETURN_IF_ERROR(EnsureRoomLocked());
   const bool full = lo == 0 && hi == kBlockSize;
   const uint8_t cover = CoverMask(lo, hi);
-  uint32_t slot = index_.Find(block);
-  uint8_t old_mask = slot == BlockIndex::kNone ? 0 : SlotWord::Mask(slots_[slot]);
+  uint32_t slot = map_.Find(block);
+  uint8_t old_mask = slot == BlockIndex::kNone ? 0 : map_.Mask(slot);
   uint8_t* ram = slot == BlockIndex::kNone ? nullptr : log_.RamBlock(slot);
   unsigned stat = kStatWrite | (full ? kStatFull : 0) | (slot != BlockIndex::kNone ? kStatHit : 0);
 
@@ -708,12 +677,12 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
         pre->slot = slot;
         pre->mask = old_mask;
         pre->zero_gen = zeros_.generation();
-        pre->crc = need_cache && block_crcs_ ? crcs_[slot] : 0;
+        pre->crc = need_cache && block_crcs_ ? map_.crc(slot) : 0;
         if (pre->cache_data.size() == 0) {
           pre->cache_data.Reset(kBlockSize);
           pre->backing_data.Reset(kBlockSize);
         }
-        if (need_cache) BookOf(slot).pins++;
+        if (need_cache) map_.BookOf(slot).pins++;
         uint64_t cache_off = need_cache ? log_.CacheOffset(slot) : 0;
         mu_.unlock();
         Status st;
@@ -723,7 +692,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
         }
         mu_.lock();
         if (need_cache) {
-          BookOf(slot).pins--;
+          map_.BookOf(slot).pins--;
           cv_.notify_all();
         }
         WBFS_RETURN_IF_ERROR(st);
@@ -745,12 +714,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
   if (slot != BlockIndex::kNone && log_.InOpenChunk(slot)) {
     // Still in the open chunk: change it in place.
     std::memcpy(ram, data, kBlockSize);
-    uint64_t w = slots_[slot];
-    if (!SlotWord::Dirty(w)) {
-      BookOf(slot).nr_dirty++;
-      nr_dirty_++;
-    }
-    slots_[slot] = SlotWord::Make(block, mask, true);
+    map_.Rewrite(slot, block, mask);
     if (open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
     st_.stat[stat | kStatBuffer]++;
     return Status::OK();
@@ -772,7 +736,7 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
     for (uint64_t b = b0; b < b0 + n; b++) {
       const uint64_t lo = std::max(off, b * kBlockSize), hi = std::min(off + len, (b + 1) * kBlockSize);
       unsigned stat = kStatWrite | (hi - lo == kBlockSize ? kStatFull : 0);
-      if (index_.Find(b) != BlockIndex::kNone) {
+      if (map_.Find(b) != BlockIndex::kNone) {
         cached = true;
         stat |= kStatHit;
       }
@@ -792,28 +756,6 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
   return Status::OK();
 }
 
-// A range of a few blocks is looked up block by block; a huge one (a 4 GiB
-// discard) by one pass over the slot table, whichever is shorter.
-std::vector<uint32_t> EngineImpl::SlotsInRangeLocked(uint64_t start, uint64_t count) const {
-  std::vector<uint32_t> out;
-  if (count < index_.size() * 2) {
-    for (uint64_t b = start; b < start + count; b++) {
-      uint32_t slot = index_.Find(b);
-      if (slot != BlockIndex::kNone) out.push_back(slot);
-    }
-    return out;
-  }
-  for (uint32_t slot = 0; slot < nr_slots_; slot++) {
-    uint64_t w = slots_[slot];
-    if (SlotWord::Valid(w) && SlotWord::Block(w) - start < count) out.push_back(slot);
-  }
-  return out;
-}
-
-void EngineImpl::InvalidateRangeLocked(uint64_t start, uint64_t count) {
-  for (uint32_t slot : SlotsInRangeLocked(start, count)) InvalidateLocked(slot);
-}
-
 // The extent chunk is cut, flushed and synced before this returns.
 Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
   // Room for the extent chunk first (that may need writeback: a new
@@ -828,9 +770,9 @@ Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
     break;
   }
   // From here on nothing needs a new segment.
-  InvalidateRangeLocked(x.start, x.count);
+  map_.InvalidateRange(x.start, x.count);
   const bool discard = x.kind == format::kExtentDiscard;
-  if (discard) AddPendingDiscardLocked(books_[log_.cur()], x.start, x.count, log_.chunk_start());
+  if (discard) AddPendingDiscardLocked(map_.book(log_.cur()), x.start, x.count, log_.chunk_start());
   format::EncodeChunkExtent(log_.OpenHeader(), 0, 0, x);
   const uint64_t seq = QueueChunkLocked(0, 1, discard);
   PumpLocked();
@@ -850,7 +792,7 @@ void EngineImpl::DiscardAppliedLocked(uint64_t start, uint64_t count) {
   std::vector<std::pair<uint64_t, uint64_t>> still;
   for (uint64_t id = last_writeback_id_ + 1; id <= log_.last_seg_id(); id++) {
     if (log_.seg(RingSlot(id)).id != id) continue;
-    for (const PendingDiscard& d : books_[RingSlot(id)].discards) {
+    for (const PendingDiscard& d : map_.book(RingSlot(id)).discards) {
       if (d.start < start + count && start < d.start + d.count) still.push_back({d.start, d.start + d.count});
     }
   }
@@ -898,27 +840,9 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
   return st;
 }
 
-void EngineImpl::InvalidateLocked(uint32_t slot) {
-  uint64_t w = slots_[slot];
-  index_.Erase(SlotWord::Block(w));
-  if (SlotWord::Dirty(w)) {
-    BookOf(slot).nr_dirty--;
-    nr_dirty_--;
-  }
-  slots_[slot] = w & ~(SlotWord::kValid | SlotWord::kDirty);
-}
-
 void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) {
-  uint32_t old = index_.Find(block);
-  if (old != BlockIndex::kNone) InvalidateLocked(old);
-  const uint32_t slot = log_.Append(data);
-  slots_[slot] = SlotWord::Make(block, mask, dirty);
-  index_.Insert(block, slot);
-  if (dirty) {
-    BookOf(slot).nr_dirty++;
-    nr_dirty_++;
-    if (open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
-  }
+  map_.Place(log_.Append(data), block, mask, dirty);
+  if (dirty && open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
 }
 
 // Leaves room for one more block in the open chunk, sealing the current
@@ -942,7 +866,7 @@ void EngineImpl::CutChunkLocked(bool seal) {
   const uint32_t base = static_cast<uint32_t>(log_.cur()) * kBlocksPerSegment + log_.chunk_start() + 1;
   bool changes = false;
   for (uint32_t i = 0; i < log_.chunk_n(); i++) {
-    uint64_t w = slots_[base + i];
+    const uint64_t w = map_.word(base + i);
     changes = changes || SlotWord::Dirty(w);
     format::EncodeChunkEntry(header, i,
                              {SlotWord::Block(w), SlotWord::Mask(w),
@@ -968,7 +892,7 @@ void EngineImpl::SealCurrentLocked() {
 // seq (LogWriter::Cut); a chunk with changes starts its segment's dirty
 // age. Returns the seq.
 uint64_t EngineImpl::QueueChunkLocked(uint16_t nr_blocks, uint16_t nr_extents, bool changes, bool seal) {
-  SegmentBook& b = books_[log_.cur()];
+  SegmentBook& b = map_.book(log_.cur());
   const uint64_t now = WallClockMs();
   if (changes && b.unapplied_ms == 0) b.unapplied_ms = open_chunk_ms_ != 0 ? open_chunk_ms_ : now;
   open_chunk_ms_ = 0;
@@ -991,7 +915,7 @@ Status EngineImpl::AcquireSegmentLocked() {
       WBFS_RETURN_IF_ERROR(WritebackUrgent(prev.id));
       continue;
     }
-    if (books_[ring].pins > 0 || prev.unflushed > 0 || static_cast<int64_t>(ring) == prefill_slot_) {
+    if (map_.book(ring).pins > 0 || prev.unflushed > 0 || static_cast<int64_t>(ring) == prefill_slot_) {
       cv_.wait(mu_);
       continue;
     }
@@ -1006,13 +930,7 @@ Status EngineImpl::AcquireSegmentLocked() {
     }
     break;
   }
-  // Evict what the old occupant still caches (clean by now).
-  for (uint32_t pos = 0; pos < kBlocksPerSegment; pos++) {
-    uint32_t slot = ring * kBlocksPerSegment + pos;
-    if (SlotWord::Valid(slots_[slot])) InvalidateLocked(slot);
-    slots_[slot] = 0;
-  }
-  books_[ring] = SegmentBook();
+  map_.Evict(ring);  // what the old occupant still caches (clean by now)
   log_.Begin();
   return Status::OK();
 }
@@ -1046,7 +964,7 @@ void EngineImpl::FlushFrontLocked() {
   }
   cv_.notify_all();
   if (!f.written) return;
-  if (block_crcs_) std::copy(f.block_crcs, f.block_crcs + f.nr_blocks, crcs_.begin() + f.first_slot);
+  map_.SetCrcs(f.first_slot, f.block_crcs, f.nr_blocks);
   st_.cache_bytes_written += f.bytes;
   st_.nr_chunks_written++;
   if (f.sync_due) {
@@ -1181,11 +1099,11 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   for (uint64_t id : ids) {
     const uint32_t ring = RingSlot(id);
     const log::SegmentLog& s = log_.seg(ring);
-    const SegmentBook& b = books_[ring];
+    const SegmentBook& b = map_.book(ring);
     views.push_back({id, ring, b.applied, s.fill, s.sealed, s.last_chunk_seq, s.last_ms, &b.discards});
   }
-  wb::Plan plan = wb::BuildPlan(views, slots_, crcs_, sb_.nonce, journal_ != nullptr);
-  for (const wb::Range& r : plan.ranges) books_[r.ring].pins++;
+  wb::Plan plan = wb::BuildPlan(views, map_.slots(), map_.crcs(), sb_.nonce, journal_ != nullptr);
+  for (const wb::Range& r : plan.ranges) map_.book(r.ring).pins++;
   mu_.unlock();
 
   // The unit must be durable in the cache before the backing changes: a
@@ -1206,13 +1124,13 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   mu_.lock();
   for (const wb::Item& it : done.bad) {
     (void)BadBlockLocked(log_.CacheOffset(it.slot), it.block);
-    if (opts_.accept_loss && st.ok() && SlotWord::Valid(slots_[it.slot])) {
+    if (opts_.accept_loss && st.ok() && SlotWord::Valid(map_.word(it.slot))) {
       Log("accept_loss: writeback left image offset " + std::to_string(it.block * kBlockSize) +
           " out; it reads as the backing's older copy");
-      InvalidateLocked(it.slot);
+      map_.Invalidate(it.slot);
     }
   }
-  for (const wb::Range& r : plan.ranges) books_[r.ring].pins--;
+  for (const wb::Range& r : plan.ranges) map_.book(r.ring).pins--;
   cv_.notify_all();
   if (!st.ok()) {
     // The changes stay unapplied in the cache; the next writeback retries
@@ -1229,18 +1147,9 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   st_.backing_bytes_written += done.applied.bytes_written;
   st_.backing_fill_bytes += done.applied.bytes_filled;
   if (!done.empty) st_.nr_writeback_units++;
-  for (const wb::Item& it : plan.taken) {
-    uint64_t w = slots_[it.slot];
-    // A block rewritten meanwhile was invalidated here: its newer copy
-    // stays dirty in a later slot.
-    if (SlotWord::Valid(w) && SlotWord::Dirty(w)) {
-      BookOf(it.slot).nr_dirty--;
-      nr_dirty_--;
-    }
-    slots_[it.slot] = w & ~(SlotWord::kDirty | SlotWord::kLogged);
-  }
+  for (const wb::Item& it : plan.taken) map_.Applied(it.slot);
   for (size_t k = 0; k < ids.size(); k++) {
-    SegmentBook& s = books_[RingSlot(ids[k])];
+    SegmentBook& s = map_.book(RingSlot(ids[k]));
     s.applied = plan.ends[k];
     if (s.applied == log_.seg(RingSlot(ids[k])).fill) s.unapplied_ms = 0;
     // Discards logged meanwhile sit after plan.ends[k] (positions only grow).
@@ -1254,7 +1163,7 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
   for (const wb::Punch& p : plan.punches) DiscardAppliedLocked(p.start, p.count);
   for (uint64_t id : ids) {
     const log::SegmentLog& s = log_.seg(RingSlot(id));
-    if (s.sealed && books_[RingSlot(id)].applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
+    if (s.sealed && map_.book(RingSlot(id)).applied == s.fill && id == last_writeback_id_ + 1) last_writeback_id_ = id;
   }
   // drop_caches ends with the unit that leaves nothing unapplied, in the
   // same hold of the lock: whoever sees no dirty block (drop_caches' CLI
@@ -1267,10 +1176,10 @@ Status EngineImpl::WritebackAll() {
   Lock lk(mu_);
   while (!AllAppliedLocked()) {
     if (failed_) return FailedStatus();
-    uint64_t dirty = nr_dirty_, discards = zeros_.pending(), lw = last_writeback_id_;
+    uint64_t dirty = map_.nr_dirty(), discards = zeros_.pending(), lw = last_writeback_id_;
     WBFS_RETURN_IF_ERROR(WritebackLocked(log_.last_seg_id(), true,
                                          static_cast<uint64_t>(tun_.nr_max_batched_writeback)));
-    if (nr_dirty_ == dirty && zeros_.pending() == discards && last_writeback_id_ == lw) {
+    if (map_.nr_dirty() == dirty && zeros_.pending() == discards && last_writeback_id_ == lw) {
       return Status::Failed("writeback made no progress with " + std::to_string(dirty) +
                             " dirty blocks left");
     }
@@ -1370,9 +1279,9 @@ EngineStats EngineImpl::Stats() const {
   s.current_id = log_.last_seg_id();
   s.last_flushed_id = log_.flushed_seg_id();
   s.last_writeback_id = last_writeback_id_;
-  s.nr_dirty_cache_blocks = nr_dirty_;
+  s.nr_dirty_cache_blocks = map_.nr_dirty();
   s.tunables = tun_;
-  s.nr_cached_blocks = index_.size();
+  s.nr_cached_blocks = map_.nr_cached();
   s.cache_data_bytes = s.nr_cache_blocks * format::kBlockSize;
   s.dirty_bytes = s.nr_dirty_cache_blocks * format::kBlockSize;
   s.cached_bytes = s.nr_cached_blocks * format::kBlockSize;
@@ -1512,7 +1421,7 @@ uint64_t EngineImpl::OldestUnappliedMsLocked() const {
   // Times grow along the log: the first segment with a change not on the
   // backing has the oldest.
   for (uint64_t id = last_writeback_id_ + 1; id <= log_.last_seg_id(); id++) {
-    const SegmentBook& b = books_[RingSlot(id)];
+    const SegmentBook& b = map_.book(RingSlot(id));
     if (log_.seg(RingSlot(id)).id == id && b.unapplied_ms != 0) return b.unapplied_ms;
   }
   return open_chunk_ms_;
