@@ -3,25 +3,80 @@
 #include <algorithm>
 
 #include "util/aligned_buffer.h"
+#include "util/crc32c.h"
 
 namespace wbfs::wb {
 
 using format::kBlockSize;
 
+uint64_t CacheData::CacheOffset(const Piece& p) const {
+  const uint32_t ring = p.slot / format::kBlocksPerSegment, pos = p.slot % format::kBlocksPerSegment;
+  return format::SegmentBlockOffset(sb_, uint64_t{ring} + 1, pos) + p.from;
+}
+
+Status CacheData::Read(uint64_t at, uint8_t* dst, size_t len) {
+  // The piece holding `at`: the last one that starts at or before it.
+  auto it = std::upper_bound(pieces_.begin(), pieces_.end(), at,
+                             [](uint64_t x, const Piece& p) { return x < p.at; });
+  if (it == pieces_.begin()) return Status::InvalidArgument("unit data: read before its first piece");
+  --it;
+  while (len > 0) {
+    if (it == pieces_.end() || at >= it->at + it->len) {
+      return Status::InvalidArgument("unit data: read beyond its last piece");
+    }
+    // One read for this piece and the following ones that continue it in
+    // the cache (a run of blocks written together lies together).
+    const uint64_t off = CacheOffset(*it) + (at - it->at);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len, it->at + it->len - at));
+    for (auto next = it + 1; n < len && next != pieces_.end() && CacheOffset(*next) == off + n; ++next) {
+      n += std::min<size_t>(len - n, next->len);
+      it = next;
+    }
+    WBFS_RETURN_IF_ERROR(cache_.ReadAt(off, dst, n));
+    dst += n;
+    at += n;
+    len -= n;
+    if (len > 0 && at >= it->at + it->len) ++it;
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// Reads the unit's segments from the cache, one range at a time, and
+// checks every net block against its checksum.
+Status Verify(Device& cache, const format::Superblock& sb, Plan* plan, bool leave_out, std::vector<Item>* bad) {
+  std::vector<Item*> order;  // the net items by where they lie in the ranges
+  for (Item& it : plan->net) {
+    if (!it.dropped) order.push_back(&it);
+  }
+  std::sort(order.begin(), order.end(), [](const Item* a, const Item* b) { return a->data < b->data; });
+  AlignedBuffer buf(format::kSegmentSize);
+  size_t k = 0;
+  for (const Range& r : plan->ranges) {
+    const size_t len = size_t{r.to - r.from} * kBlockSize;
+    std::vector<Item*> in;
+    while (k < order.size() && order[k]->data < r.data + len) in.push_back(order[k++]);
+    if (in.empty()) continue;
+    WBFS_RETURN_IF_ERROR(cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), buf.data(), len));
+    const std::vector<Item> b = CheckData(
+        in, [&](const Item& it) { return crc32c::Value(buf.data() + (it.data - r.data), kBlockSize); }, leave_out);
+    bad->insert(bad->end(), b.begin(), b.end());
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const format::Superblock& sb,
             Plan* plan, const RunOptions& o, const std::atomic<bool>* abort) {
   Outcome out;
-  AlignedBuffer data(plan->total);
-  for (const Range& r : plan->ranges) {
-    out.st = cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), data.data() + r.data,
-                          size_t{r.to - r.from} * kBlockSize);
-    if (!out.st.ok()) return out;
-  }
   // What reaches the backing is verified first: a block that fails its
   // checksum stops the unit (nothing is applied, the block stays dirty),
   // or with accept_loss is left out (the backing keeps its older copy).
   if (o.verify) {
-    out.bad = CheckData(&plan->net, data.data(), o.accept_loss);
+    out.st = Verify(cache, sb, plan, o.accept_loss, &out.bad);
+    if (!out.st.ok()) return out;
     if (!out.bad.empty() && !o.accept_loss) {
       out.st = Status::Corruption(std::to_string(out.bad.size()) +
                                   " cached blocks do not match their checksum, the first at image offset " +
@@ -30,9 +85,10 @@ Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const for
       return out;
     }
   }
-  AlignedBuffer packed;
-  const journal::Unit unit = Pack(*plan, data.data(), &packed);
-  data.Reset(0);  // packed: not held through the (long) apply
+  std::vector<Piece> pieces;
+  journal::Unit unit = Pack(*plan, &pieces);
+  CacheData data(cache, sb, pieces);
+  unit.data = &data;
   out.empty = unit.runs.empty() && unit.punches.empty();
   if (out.empty) return out;
   out.st = journal ? journal->Write(backing, unit, abort, o.fill, &out.applied)

@@ -3,8 +3,11 @@
 // segments, pins them and keeps the slot words. This file does the rest:
 //
 // - wb::Run: one unit's I/O, with no lock held: the unit's blocks read from
-//   the cache, checked against their checksums, packed, and applied to the
-//   backing (through the journal, or directly).
+//   the cache and checked against their checksums, then applied to the
+//   backing (through the journal, or directly), their bytes read from the
+//   cache again as the journal and the apply need them (CacheData): a unit
+//   takes memory for its bookkeeping and a few pieces of 8 MiB, not for its
+//   data, so a unit may span the whole log.
 // - wb::Carry: what one unit leaves to the next: the journaled unit to
 //   apply again after a failed apply, what the backing shows, the failure
 //   being reported, and the background retry's back-off.
@@ -36,6 +39,22 @@ struct Outcome {
   std::vector<Item> bad;  // blocks that failed their checksum (left out with accept_loss)
   journal::ApplyStats applied;
   bool empty = false;  // the unit had nothing to write or punch
+};
+
+// A unit's data as Pack laid it out, read from the cache: neighbouring
+// pieces that lie next to each other in the cache are read in one call.
+class CacheData final : public journal::UnitData {
+ public:
+  CacheData(Device& cache, const format::Superblock& sb, const std::vector<Piece>& pieces)
+      : cache_(cache), sb_(sb), pieces_(pieces) {}
+  Status Read(uint64_t at, uint8_t* dst, size_t len) override;
+
+ private:
+  uint64_t CacheOffset(const Piece& p) const;
+
+  Device& cache_;
+  const format::Superblock& sb_;
+  const std::vector<Piece>& pieces_;
 };
 
 // The unit's I/O. The caller made its chunks durable on the cache and

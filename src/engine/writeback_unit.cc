@@ -1,7 +1,6 @@
 #include "engine/writeback_unit.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "engine/block_index.h"
 #include "util/crc32c.h"
@@ -71,43 +70,33 @@ Plan BuildPlan(const std::vector<SegmentView>& segs, const std::vector<uint64_t>
   return plan;
 }
 
-std::vector<Item> CheckData(std::vector<Item>* net, const uint8_t* data, bool leave_out) {
-  std::vector<Item> bad;
-  for (Item& it : *net) {
-    if (it.dropped || crc32c::Value(data + it.data, kBlockSize) == it.crc) continue;
-    bad.push_back(it);
-    if (leave_out) it.dropped = true;
-  }
-  return bad;
-}
-
-journal::Unit Pack(const Plan& plan, const uint8_t* data, AlignedBuffer* buf) {
+journal::Unit Pack(const Plan& plan, std::vector<Piece>* pieces) {
   journal::Unit unit;
   unit.point = plan.point;
   for (const Punch& p : plan.punches) unit.punches.push_back({p.start * kBlockSize, p.count * kBlockSize});
-  size_t len = 0;
-  for (const Item& it : plan.net) {
-    if (!it.dropped) len += size_t{static_cast<unsigned>(__builtin_popcount(it.mask))} * kSectorSize;
-  }
-  buf->Reset(len);  // one allocation of the exact size (no regrowth)
-  size_t at_buf = 0;
+  pieces->clear();
+  uint64_t at = 0;
   for (const Item& it : plan.net) {
     if (it.dropped) continue;
     for (uint32_t sec = 0; sec < kSectorsPerBlock; sec++) {
       if (!(it.mask & (1u << sec))) continue;
-      const uint64_t at = it.block * kBlockSize + sec * kSectorSize;
+      const uint64_t off = it.block * kBlockSize + sec * kSectorSize;
       format::ByteRange* last = unit.runs.empty() ? nullptr : &unit.runs.back();
-      if (last != nullptr && last->offset + last->length == at && last->length < (1u << 20)) {
+      if (last != nullptr && last->offset + last->length == off && last->length < (1u << 20)) {
         last->length += kSectorSize;
       } else {
-        unit.runs.push_back({at, kSectorSize});
+        unit.runs.push_back({off, kSectorSize});
       }
-      std::memcpy(buf->data() + at_buf, data + it.data + sec * kSectorSize, kSectorSize);
-      at_buf += kSectorSize;
+      Piece* lp = pieces->empty() ? nullptr : &pieces->back();
+      if (lp != nullptr && lp->slot == it.slot && lp->from + lp->len == sec * kSectorSize) {
+        lp->len += kSectorSize;
+      } else {
+        pieces->push_back({at, it.slot, sec * kSectorSize, kSectorSize});
+      }
+      at += kSectorSize;
     }
   }
-  unit.data = buf->data();
-  unit.data_len = at_buf;
+  unit.data_len = at;
   return unit;
 }
 

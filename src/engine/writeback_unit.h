@@ -80,14 +80,34 @@ struct Plan {
 Plan BuildPlan(const std::vector<SegmentView>& segs, const std::vector<uint64_t>& slots,
                const std::vector<uint32_t>& crcs, uint64_t cache_nonce, bool all_versions);
 
-// The net items whose bytes at data + item.data do not match their crc
-// (dropped ones are skipped); `leave_out`: they are marked dropped too.
-std::vector<Item> CheckData(std::vector<Item>* net, const uint8_t* data, bool leave_out);
+// Where a stretch of a unit's data (the runs' bytes back to back) lies in
+// the cache: bytes [at, at + len) of the data are bytes [from, from + len)
+// of cache slot `slot`'s block.
+struct Piece {
+  uint64_t at;
+  uint32_t slot;
+  uint32_t from;
+  uint32_t len;
+};
+
+// The net items not dropped whose crc does not match `crc_of(item)` (the
+// checksum of their bytes as read); `leave_out`: they are marked dropped.
+template <typename CrcOf>
+std::vector<Item> CheckData(std::vector<Item*>& items, CrcOf crc_of, bool leave_out) {
+  std::vector<Item> bad;
+  for (Item* it : items) {
+    if (it->dropped || crc_of(*it) == it->crc) continue;
+    bad.push_back(*it);
+    if (leave_out) it->dropped = true;
+  }
+  return bad;
+}
 
 // The journal::Unit for the plan: its punches, then the net items not
 // dropped as runs sorted by address (adjacent sectors merged, runs of at
-// most 1 MiB), their bytes packed into `buf` (read from `data`).
-journal::Unit Pack(const Plan& plan, const uint8_t* data, AlignedBuffer* buf);
+// most 1 MiB). Its data is not copied: `pieces` says where each stretch
+// of it lies in the cache (unit.data is left for the caller to set).
+journal::Unit Pack(const Plan& plan, std::vector<Piece>* pieces);
 
 }  // namespace wbfs::wb
 

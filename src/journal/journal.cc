@@ -11,6 +11,30 @@ namespace wbfs::journal {
 
 using format::kBlockSize;
 
+namespace {
+
+// Journal I/O moves data in pieces of at most this many bytes: the RAM a
+// unit needs while it is journaled or its entry checked.
+constexpr size_t kPiece = 8 << 20;
+
+// The data of the entry at the journal's entry offset, `base` bytes in.
+class EntryData final : public UnitData {
+ public:
+  EntryData(Device& dev, uint64_t base) : dev_(dev), base_(base) {}
+  Status Read(uint64_t at, uint8_t* dst, size_t len) override { return dev_.ReadAt(base_ + at, dst, len); }
+
+ private:
+  Device& dev_;
+  const uint64_t base_;
+};
+
+}  // namespace
+
+Status MemoryData::Read(uint64_t at, uint8_t* dst, size_t len) {
+  std::memcpy(dst, p_ + at, len);
+  return Status::OK();
+}
+
 Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
                  const FillPolicy& fill, ApplyStats* stats) {
   auto stopped = [&] { return abort != nullptr && abort->load(std::memory_order_relaxed); };
@@ -43,6 +67,13 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
   // writes, ENOSPC on a nearly full file system). The runs ascend, so the
   // last extent asked about answers most questions (HoleCursor).
   HoleCursor holes_of_backing(backing);
+  // One buffer serves windows and single runs: as large as a window, or
+  // the largest run if that is larger (up to kPiece; a longer run is
+  // written a piece at a time).
+  uint64_t longest = 0;
+  for (const format::ByteRange& r : u.runs) longest = std::max(longest, r.length);
+  const size_t buf_len = static_cast<size_t>(
+      std::max<uint64_t>(fill.max_gap > 0 ? fill.max_window : 0, std::min<uint64_t>(longest, kPiece)));
   AlignedBuffer window;
   const size_t n = u.runs.size();
   uint64_t at = 0;  // of runs[i] in u.data
@@ -59,21 +90,27 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
       }
       end = r.offset + r.length;
     }
+    if (window.size() == 0 && buf_len > 0) window.Reset(buf_len);
     if (j == i + 1) {
-      WBFS_RETURN_IF_ERROR(backing.WriteAt(start, u.data + at, u.runs[i].length));
-      s.bytes_written += u.runs[i].length;
-      s.writes++;
-      at += u.runs[i].length;
+      const format::ByteRange& r = u.runs[i];
+      for (uint64_t done = 0; done < r.length;) {
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(r.length - done, window.size()));
+        WBFS_RETURN_IF_ERROR(u.data->Read(at + done, window.data(), len));
+        WBFS_RETURN_IF_ERROR(backing.WriteAt(r.offset + done, window.data(), len));
+        s.writes++;
+        done += len;
+      }
+      s.bytes_written += r.length;
+      at += r.length;
       i = j;
       continue;
     }
     const size_t span = static_cast<size_t>(end - start);
-    if (window.size() < span) window.Reset(static_cast<size_t>(fill.max_window));
     WBFS_RETURN_IF_ERROR(backing.ReadAt(start, window.data(), span));
     uint64_t data = 0;
     for (; i < j; i++) {
       const format::ByteRange& r = u.runs[i];
-      std::memcpy(window.data() + (r.offset - start), u.data + at, r.length);
+      WBFS_RETURN_IF_ERROR(u.data->Read(at, window.data() + (r.offset - start), static_cast<size_t>(r.length)));
       at += r.length;
       data += r.length;
     }
@@ -154,16 +191,23 @@ Result<RecoveryReport> Journal::Recover(Device& backing) {
               dev_->ReadAt(format::kJournalEntryOffset, fixed.data(), kBlockSize).ok() &&
               format::DecodeJournalEntryFixed(fixed.data(), &h).ok() &&
               format::kJournalEntryOffset + h.header_len + h.data_len <= size;
-  AlignedBuffer header, data;
+  AlignedBuffer header;
   if (have && h.seq > state_.applied_entry) {
     header.Reset(h.header_len);
     Status st = dev_->ReadAt(format::kJournalEntryOffset, header.data(), h.header_len);
     if (st.ok()) st = format::DecodeJournalEntryHeader(header.data(), &h);
     if (st.ok()) {
-      data.Reset(static_cast<size_t>(h.data_len));
-      st = dev_->ReadAt(format::kJournalEntryOffset + h.header_len, data.data(), data.size());
+      // The data is checked a piece at a time (an entry can be far larger
+      // than the RAM one should take for it), then applied from here.
+      AlignedBuffer piece(static_cast<size_t>(std::min<uint64_t>(h.data_len, kPiece)));
+      uint32_t crc = 0;
+      for (uint64_t at = 0; st.ok() && at < h.data_len; at += piece.size()) {
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(h.data_len - at, piece.size()));
+        st = dev_->ReadAt(format::kJournalEntryOffset + h.header_len + at, piece.data(), len);
+        if (st.ok()) crc = crc32c::Extend(crc, piece.data(), len);
+      }
       if (st.code() == Status::Code::kIOError) return st.WithContext(name);
-      if (st.ok() && crc32c::Value(data.data(), data.size()) != h.data_crc) {
+      if (st.ok() && crc != h.data_crc) {
         st = Status::Corruption("journal entry: data checksum mismatch");
       }
     } else if (st.code() == Status::Code::kIOError) {
@@ -181,11 +225,12 @@ Result<RecoveryReport> Journal::Recover(Device& backing) {
                               std::to_string(h.backing_size) + " bytes");
   }
   if (have) {
+    EntryData data(*dev_, format::kJournalEntryOffset + h.header_len);
     Unit u;
     u.point = h.point;
     u.punches = h.punches;
     u.runs = h.runs;
-    u.data = data.data();
+    u.data = &data;
     u.data_len = h.data_len;
     Status st = ApplyUnit(backing, u, nullptr);
     if (!st.ok()) {
@@ -217,15 +262,23 @@ Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* a
   h.runs = u.runs;
   h.punches = u.punches;
   h.data_len = u.data_len;
-  h.data_crc = crc32c::Value(u.data, static_cast<size_t>(u.data_len));
+  // The entry replaces the previous (retired) one in place: its data
+  // first, a piece at a time (the header needs the data's checksum), then
+  // the header, then one sync. Until that sync a crash leaves an entry that
+  // does not validate (header or data checksum), which recovery ignores.
+  const uint64_t data_off = format::kJournalEntryOffset + format::JournalHeaderLen(h.runs.size(), h.punches.size());
+  AlignedBuffer piece(static_cast<size_t>(std::min<uint64_t>(u.data_len, kPiece)));
+  uint32_t crc = 0;
+  for (uint64_t at = 0; at < u.data_len; at += piece.size()) {
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(u.data_len - at, piece.size()));
+    WBFS_RETURN_IF_ERROR(u.data->Read(at, piece.data(), len));
+    crc = crc32c::Extend(crc, piece.data(), len);
+    WBFS_RETURN_IF_ERROR(dev_->WriteAt(data_off + at, piece.data(), len));
+  }
+  h.data_crc = crc;
   std::vector<uint8_t> header;
   format::EncodeJournalEntryHeader(h, &header);
-  // The entry replaces the previous (retired) one in place.
   WBFS_RETURN_IF_ERROR(dev_->WriteAt(format::kJournalEntryOffset, header.data(), header.size()));
-  if (u.data_len > 0) {
-    WBFS_RETURN_IF_ERROR(dev_->WriteAt(format::kJournalEntryOffset + header.size(), u.data,
-                                       static_cast<size_t>(u.data_len)));
-  }
   next_entry_++;
   bytes_written_ += header.size() + u.data_len;
   WBFS_RETURN_IF_ERROR(dev_->Sync());

@@ -24,12 +24,33 @@
 
 namespace wbfs::journal {
 
+// The bytes of a unit's runs, back to back in run order, read in pieces:
+// a unit's data need not fit in memory (a unit of a whole full log holds
+// hundreds of MiB; the engine reads it from the cache, recovery from the
+// journal, a piece at a time).
+class UnitData {
+ public:
+  virtual ~UnitData() = default;
+  // Reads `len` bytes from offset `at` of the runs' data.
+  virtual Status Read(uint64_t at, uint8_t* dst, size_t len) = 0;
+};
+
+// Data already in memory.
+class MemoryData final : public UnitData {
+ public:
+  explicit MemoryData(const uint8_t* p) : p_(p) {}
+  Status Read(uint64_t at, uint8_t* dst, size_t len) override;
+
+ private:
+  const uint8_t* p_;
+};
+
 // One writeback unit as it reaches the backing.
 struct Unit {
   format::FlushPoint point;               // the image the backing shows after it
   std::vector<format::ByteRange> punches;  // applied first
   std::vector<format::ByteRange> runs;     // then these, sorted by offset
-  const uint8_t* data = nullptr;           // the runs' contents, in order
+  UnitData* data = nullptr;                // the runs' contents, in order
   uint64_t data_len = 0;
 };
 
@@ -42,7 +63,8 @@ struct Unit {
 // changes nothing. A window never spans a punch of the unit (that would
 // write zeros back as data), nor a hole of the backing (a sparse file:
 // the gap's zeros would allocate it), and is at most max_window bytes, which bounds
-// the RAM one apply needs however sparse the unit. The read and the write
+// the RAM one apply needs however large or sparse the unit (the runs' data
+// is read from the unit's UnitData window by window). The read and the write
 // of a window are not overlapped: on one spindle they would only seek
 // against each other.
 struct FillPolicy {

@@ -2,6 +2,7 @@
 // leaves to the next): src/engine/writeback.h.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -101,6 +102,47 @@ TEST_CASE("wb::Run with accept_loss leaves the bad block out and applies the res
   REQUIRE(out.bad.size() == 1);
   CHECK(r.BackingByte(10) == 10);
   CHECK(r.BackingByte(11) == 0);  // the backing keeps its older copy
+}
+
+TEST_CASE("wb::CacheData reads a unit's data from the cache, neighbours in one read") {
+  auto disk = std::make_shared<MemDisk>(8 << 20);
+  MemDevice cache(disk);
+  log::CacheMeta meta;
+  REQUIRE(log::LogWriter::Format(cache, 1 << 20, "", 9, &meta).ok());
+  // Segment 1 (ring 0) holds at positions 1..4 blocks of bytes 1..4; the
+  // unit's data is position 3, then 1 and 2 (neighbours in the cache), then
+  // the second half of position 4.
+  for (uint32_t pos = 1; pos <= 4; pos++) {
+    std::vector<uint8_t> b(kBlockSize, static_cast<uint8_t>(pos));
+    REQUIRE(cache.WriteAt(format::SegmentBlockOffset(meta.sb, 1, pos), b.data(), kBlockSize).ok());
+  }
+  const std::vector<Piece> pieces = {{0, 3, 0, kBlockSize},
+                                     {kBlockSize, 1, 0, kBlockSize},
+                                     {2 * kBlockSize, 2, 0, kBlockSize},
+                                     {3 * kBlockSize, 4, 2048, 2048}};
+  CacheData data(cache, meta.sb, pieces);
+  std::vector<uint8_t> want;
+  for (const Piece& p : pieces) want.insert(want.end(), p.len, static_cast<uint8_t>(p.slot));
+  SUBCASE("all of it") {
+    std::vector<uint8_t> got(want.size());
+    const uint64_t reads = disk->reads;
+    REQUIRE(data.Read(0, got.data(), got.size()).ok());
+    CHECK(got == want);
+    CHECK(disk->reads - reads == 3);  // slot 3; slots 1 and 2 together; half of slot 4
+  }
+  SUBCASE("any stretch of it") {
+    for (uint64_t at = 0; at < want.size(); at += 512) {
+      for (uint64_t len = 512; at + len <= want.size(); len += 1536) {
+        std::vector<uint8_t> got(len);
+        REQUIRE(data.Read(at, got.data(), len).ok());
+        REQUIRE(std::equal(got.begin(), got.end(), want.begin() + static_cast<long>(at)));
+      }
+    }
+  }
+  SUBCASE("beyond it") {
+    std::vector<uint8_t> got(1024);
+    CHECK_FALSE(data.Read(want.size() - 512, got.data(), 1024).ok());
+  }
 }
 
 TEST_CASE("wb::Run reports a failed cache read and a failed backing write") {

@@ -105,9 +105,8 @@ TEST_CASE("a packed unit: runs sorted by address, adjacent sectors merged, parti
   log.Put(3, 13, true, 0x0f);  // the first 2 KiB of block 13 only
   log.Discard(4, 50, 2);
   const Plan plan = BuildPlan(log.views, log.slots, {}, 1, true);
-  const std::vector<uint8_t> data = ReadBuffer(plan);
-  AlignedBuffer buf;
-  const journal::Unit unit = Pack(plan, data.data(), &buf);
+  std::vector<Piece> pieces;
+  const journal::Unit unit = Pack(plan, &pieces);
   REQUIRE(unit.punches.size() == 1);
   CHECK(unit.punches[0].offset == 50 * kBlockSize);
   CHECK(unit.punches[0].length == 2 * kBlockSize);
@@ -117,9 +116,34 @@ TEST_CASE("a packed unit: runs sorted by address, adjacent sectors merged, parti
   CHECK(unit.runs[1].offset == 13 * kBlockSize);
   CHECK(unit.runs[1].length == 4 * kSectorSize);
   REQUIRE(unit.data_len == 2 * kBlockSize + 4 * kSectorSize);
-  CHECK(unit.data[0] == 2);              // block 10 was at slot 2
-  CHECK(unit.data[kBlockSize] == 1);     // block 11 at slot 1
-  CHECK(unit.data[2 * kBlockSize] == 3);
+  CHECK(unit.data == nullptr);  // not copied: the pieces say where it lies
+  REQUIRE(pieces.size() == 3);
+  CHECK(pieces[0].at == 0);  // block 10 was at slot 2
+  CHECK(pieces[0].slot == 2);
+  CHECK(pieces[0].len == kBlockSize);
+  CHECK(pieces[1].at == kBlockSize);  // block 11 at slot 1
+  CHECK(pieces[1].slot == 1);
+  CHECK(pieces[2].at == 2 * kBlockSize);  // the first four sectors of slot 3, one piece
+  CHECK(pieces[2].slot == 3);
+  CHECK(pieces[2].from == 0);
+  CHECK(pieces[2].len == 4 * kSectorSize);
+}
+
+TEST_CASE("the pieces of a packed unit follow its sectors: a hole in the mask starts a new piece") {
+  Log log(1);
+  log.Segment(1, 0, 8, 3);
+  log.Put(1, 20, true, 0x33);  // sectors 0-1 and 4-5
+  const Plan plan = BuildPlan(log.views, log.slots, {}, 1, true);
+  std::vector<Piece> pieces;
+  const journal::Unit unit = Pack(plan, &pieces);
+  REQUIRE(unit.runs.size() == 2);
+  REQUIRE(pieces.size() == 2);
+  CHECK(pieces[0].from == 0);
+  CHECK(pieces[0].len == 2 * kSectorSize);
+  CHECK(pieces[1].at == 2 * kSectorSize);
+  CHECK(pieces[1].from == 4 * kSectorSize);
+  CHECK(pieces[1].len == 2 * kSectorSize);
+  CHECK(unit.data_len == 4 * kSectorSize);
 }
 
 TEST_CASE("a run of a packed unit is at most 1 MiB") {
@@ -129,9 +153,8 @@ TEST_CASE("a run of a packed unit is at most 1 MiB") {
     for (uint32_t pos = 1; pos < 128; pos++) log.Put(pos, uint64_t{k} * 127 + pos - 1);
   }
   const Plan plan = BuildPlan(log.views, log.slots, {}, 1, true);
-  const std::vector<uint8_t> data = ReadBuffer(plan);
-  AlignedBuffer buf;
-  const journal::Unit unit = Pack(plan, data.data(), &buf);
+  std::vector<Piece> pieces;
+  const journal::Unit unit = Pack(plan, &pieces);
   uint64_t at = 0;
   for (const format::ByteRange& r : unit.runs) {
     CHECK(r.offset == at);
@@ -154,15 +177,18 @@ TEST_CASE("a block failing its checksum is reported, and left out only when aske
   const uint32_t good = crc32c::Value(data.data() + plan.taken[0].data, kBlockSize);
   crcs[1] = good;
   plan = BuildPlan(log.views, log.slots, crcs, 1, true);
-  std::vector<Item> bad = CheckData(&plan.net, data.data(), false);
+  std::vector<Item*> items;
+  for (Item& it : plan.net) items.push_back(&it);
+  const auto crc_of = [&](const Item& it) { return crc32c::Value(data.data() + it.data, kBlockSize); };
+  std::vector<Item> bad = CheckData(items, crc_of, false);
   REQUIRE(bad.size() == 1);
   CHECK(bad[0].block == 6);
   CHECK_FALSE(plan.net[1].dropped);
-  bad = CheckData(&plan.net, data.data(), true);
+  bad = CheckData(items, crc_of, true);
   REQUIRE(bad.size() == 1);
   CHECK(plan.net[1].dropped);
-  AlignedBuffer buf;
-  const journal::Unit unit = Pack(plan, data.data(), &buf);
+  std::vector<Piece> pieces;
+  const journal::Unit unit = Pack(plan, &pieces);
   REQUIRE(unit.runs.size() == 1);
   CHECK(unit.runs[0].offset == 5 * kBlockSize);
 }
