@@ -17,18 +17,20 @@ namespace wbfs::engine_detail {
 // ---------------------------------------------------------------- writeback
 
 // The log is full: a writer needs the slot of segment `needed`. It waits
-// anyway, so it gets a full batch of the oldest sealed segments, not just
-// `needed`: one backing sync per batch, not per segment (one-segment units
-// made streaming through a full cache pay a backing sync and ~127 seeks
-// every 512 KiB). A unit the background thread has under way may free the
-// slot first: then there is nothing to do. The background thread keeps the
-// shrinking batch, so that a writer never waits long behind it.
+// anyway, so it gets every sealed segment in one unit, not just `needed`
+// (nor nr_max_batched_writeback of them): one backing sync per unit, and
+// the unit as dense as the log can make it, so that the writeback windows
+// join its scattered blocks into large sequential I/O instead of a seek
+// per block (one-segment units made streaming through a full cache pay a
+// backing sync and ~127 seeks every 512 KiB). The unit's data is read from
+// the cache as it is needed (wb::CacheData), so its size costs no memory.
+// A unit the background thread has under way may free the slot first: then
+// there is nothing to do.
 Status EngineImpl::WritebackUrgent(uint64_t needed) {
   st_.nr_writeback_waits++;
   cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
   if (needed <= last_writeback_id_) return Status::OK();
-  return WritebackLocked(log_.last_sealed_id(), false,
-                         static_cast<uint64_t>(tun_.nr_max_batched_writeback));
+  return WritebackLocked(log_.last_sealed_id(), false, nr_segments_);
 }
 
 Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) {

@@ -14,11 +14,14 @@ Decision Decide(const Inputs& in, bool* low_room) {
     if (free * 4 < in.nr_segments) *low_room = true;
     else if (free * 2 >= in.nr_segments) *low_room = false;
     d.want = in.utilization < in.threshold || *low_room;
-    // Only the water mark asks (the backing is busy): no further than it,
-    // so that foreground I/O keeps the backing the rest of the time.
-    if (in.utilization >= in.threshold && *low_room) {
-      d.batch = std::max<uint64_t>(1, std::min(d.batch, in.used - std::min(in.used, in.nr_segments / 2)));
-    }
+    // Under the water mark one unit takes the log down to half free,
+    // however many segments that is (nr_max_batched_writeback bounds units
+    // only while the log has room): a unit of a few segments of scattered
+    // blocks costs the backing a seek per block, one of many segments is
+    // dense enough for the writeback windows to join its runs into large
+    // sequential I/O. And no further than half, so that under load
+    // foreground I/O keeps the backing the rest of the time.
+    if (*low_room) d.batch = std::max<uint64_t>(1, in.used - std::min(in.used, in.nr_segments / 2));
   } else if (in.threshold > 0 && in.utilization < in.threshold) {
     // Nothing sealed waits and the backing is idle: the changes in the
     // segment being filled go too once the oldest is idle_drain_ms old (a

@@ -34,7 +34,8 @@ struct Decision {
 
 // `low_room`: the water mark state, kept between calls: set below a quarter
 // of the log free, cleared at half free, so that writeback under pressure
-// runs in long stretches well before writers wait for room.
+// runs in long stretches well before writers wait for room; meanwhile a
+// unit takes the log down to half free at once (a dense unit).
 Decision Decide(const Inputs& in, bool* low_room);
 
 }  // namespace wbfs::policy

@@ -2,6 +2,8 @@
 // decision.
 #include <doctest/doctest.h>
 
+#include <initializer_list>
+
 #include "engine/policy.h"
 
 namespace wbfs::policy {
@@ -47,6 +49,25 @@ TEST_CASE("policy: an idle backing gets the sealed segments, a busy one only und
   d = Decide(in, &low);
   CHECK_FALSE(low);
   CHECK_FALSE(d.want);
+}
+
+TEST_CASE("policy: under the water mark a unit takes the log down to half, beyond nr_max_batched_writeback") {
+  bool low = false;
+  Inputs in = Base();
+  in.nr_segments = 1000;
+  in.used = 900;
+  for (int64_t util : {0, 80}) {  // idle or busy backing
+    in.utilization = util;
+    const Decision d = Decide(in, &low);
+    CHECK(low);
+    CHECK(d.want);
+    CHECK(d.batch == 400);  // one dense unit, not units of 32 scattered segments
+  }
+  in.used = 300;  // room again: the mark clears, units are capped again
+  in.utilization = 0;
+  const Decision d = Decide(in, &low);
+  CHECK_FALSE(low);
+  CHECK(d.batch == 32);
 }
 
 TEST_CASE("policy: writeback_threshold 0 writes nothing back by itself") {
