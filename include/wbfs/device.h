@@ -27,6 +27,9 @@ class Device {
   // range, or write zeros; never a discard that may leave old data).
   virtual Status Discard(uint64_t off, uint64_t len) = 0;
   virtual uint64_t Size() const = 0;
+  // Whether a write beyond Size() extends the device (a regular file) or
+  // fails (a block device, a fixed-size test disk).
+  virtual bool Grows() const { return false; }
   // A sparse file's allocation at `off`: whether it lies in a hole (no
   // storage allocated: it reads as zeros, and writing it allocates space)
   // and where that hole or data extent ends (at most Size()). Block devices

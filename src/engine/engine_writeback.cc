@@ -54,6 +54,21 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     if (!s.sealed && !(current && static_cast<int64_t>(RingSlot(id)) == log_.cur())) break;
     ids.push_back(id);
   }
+  // A journal that cannot grow (a block device) bounds the unit: its entry
+  // must fit, or the unit would fail again at every try. The estimate
+  // counts every block the segments hold after what is applied.
+  if (journal_ && ids.size() > 1) {
+    const uint64_t cap = journal_->Capacity();
+    uint64_t blocks = 0;
+    size_t keep = 0;
+    for (uint64_t id : ids) {
+      const uint32_t r = RingSlot(id);
+      blocks += log_.seg(r).fill - std::min(log_.seg(r).fill, map_.book(r).applied);
+      if (keep > 0 && journal::Journal::EntryBytes(blocks) > cap) break;
+      keep++;
+    }
+    ids.resize(keep);
+  }
   if (ids.empty()) return Status::OK();
   if (current && log_.cur() >= 0 && log_.seg(static_cast<uint32_t>(log_.cur())).id == ids.back()) {
     SealCurrentLocked();

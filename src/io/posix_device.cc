@@ -136,6 +136,7 @@ class PosixDevice final : public Device {
     if (!block_ && ::fstat(fd_, &st) == 0) return static_cast<uint64_t>(st.st_size);
     return size_;
   }
+  bool Grows() const override { return !block_; }
   std::string Name() const override { return path_; }
 
   // A hole is a range with no storage (writing it allocates). FIEMAP

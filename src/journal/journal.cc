@@ -292,6 +292,16 @@ Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* a
   return Status::OK();
 }
 
+uint64_t Journal::Capacity() const {
+  if (dev_->Grows()) return UINT64_MAX;
+  const uint64_t size = dev_->Size();
+  return size > format::kJournalEntryOffset ? size - format::kJournalEntryOffset : 0;
+}
+
+uint64_t Journal::EntryBytes(uint64_t blocks) {
+  return blocks * kBlockSize + format::JournalHeaderLen(static_cast<size_t>(blocks), 0);
+}
+
 Status Journal::Forget() {
   if (pending_) return Status::Failed(dev_->Name() + ": recover the journal first");
   format::JournalState s = state_;

@@ -114,6 +114,13 @@ class Journal {
   // journal knows (it was written without the journal).
   Status Forget();
 
+  // The most data bytes an entry may hold (a journal on a block device is
+  // as large as the device; a file grows).
+  uint64_t Capacity() const;
+  // Data plus header bytes an entry of `blocks` whole blocks needs at most
+  // (every block its own run).
+  static uint64_t EntryBytes(uint64_t blocks);
+
   const format::JournalState& state() const { return state_; }
   // An entry is durable but not known applied (its apply failed): the next
   // Write() applies it first.

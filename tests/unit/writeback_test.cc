@@ -241,6 +241,25 @@ TEST_CASE("a writer waiting on a full log gets one unit of every sealed segment,
   CHECK(r.backing->data == r.model);
 }
 
+TEST_CASE("a journal that cannot grow bounds a waiting writer's unit to what its entry can hold") {
+  // A 4 MiB journal disk (fixed size, as a block device) holds about 7
+  // segments of data: the whole sealed log (40 segments, 20 MiB) would
+  // never fit, and writeback would fail at every try.
+  WbRig r(32 << 20, format::kSegmentsOffset + 40 * format::kSegmentSize);
+  r.AddJournal(4 << 20);
+  r.Open();
+  for (int i = 0; i < 40 * 127 + 1; i++) r.Write(uint64_t(i) * 4096, 4096);
+  EngineStats s = r.e->Stats();
+  CHECK(s.nr_writeback_waits == 1);
+  CHECK(s.nr_writeback_units == 1);
+  CHECK(s.last_writeback_id >= 5);
+  CHECK(s.last_writeback_id < 10);
+  CHECK_FALSE(s.writeback_failing);
+  REQUIRE(r.e->WritebackAll().ok());
+  REQUIRE(r.e->Close().ok());
+  CHECK(r.backing->data == r.model);
+}
+
 TEST_CASE("two writebacks at once do not build the same unit twice") {
   // Both cut the open chunk and wait for it to reach the cache; the second
   // must wait for the first unit, not write the same blocks back again.
