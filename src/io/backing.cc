@@ -13,7 +13,7 @@ bool IsRbdUri(const std::string& spec) { return spec.rfind("rbd:", 0) == 0; }
 
 Result<RbdSpec> ParseRbdUri(const std::string& uri) {
   auto bad = [&](const std::string& why) {
-    return Status::InvalidArgument("backing " + uri + ": " + why +
+    return Status::InvalidArgument(uri + ": " + why +
                                    " (expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE)");
   };
   if (!IsRbdUri(uri)) return bad("not an rbd: URI");

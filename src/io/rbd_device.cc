@@ -113,6 +113,10 @@ Result<std::shared_ptr<Pool>> Pool::Open(const RbdSpec& s, const BackingOptions&
     }
   }
   (void)rados_conf_parse_env(p->rados_, nullptr);  // CEPH_ARGS, as the ceph tools honour it
+  // wbfs reports failures itself, in one sentence; librados's own log lines
+  // go to its log file, not to the terminal of `wbfs mount`.
+  (void)rados_conf_set(p->rados_, "log_to_stderr", "false");
+  (void)rados_conf_set(p->rados_, "err_to_stderr", "false");
   // Our cache is the cache (see the top of this file).
   r = rados_conf_set(p->rados_, "rbd_cache", "false");
   if (r < 0) return Status::IOError(uri + ": cannot turn off rbd_cache: " + ErrText(r), -r);
