@@ -123,10 +123,15 @@ Result<std::shared_ptr<Pool>> Pool::Open(const RbdSpec& s, const BackingOptions&
   DefaultTimeout(p->rados_, "client_mount_timeout", 300);
   DefaultTimeout(p->rados_, "rados_mon_op_timeout", 0);
   DefaultTimeout(p->rados_, "rados_osd_op_timeout", 0);
+  char mons[256] = "";
+  (void)rados_conf_get(p->rados_, "mon_host", mons, sizeof(mons));
+  if (mons[0] == '\0') {
+    // (librados would look the monitors up in DNS, and print to stderr.)
+    return Status::InvalidArgument(uri + ": the Ceph configuration names no monitors (mon_host): give "
+                                   "ceph_conf (--ceph-conf) or set CEPH_CONF");
+  }
   r = rados_connect(p->rados_);
   if (r < 0) {
-    char mons[256] = "";
-    (void)rados_conf_get(p->rados_, "mon_host", mons, sizeof(mons));
     if (r == -ETIMEDOUT || r == -ENOTCONN) {
       return Status::IOError(uri + ": the Ceph cluster (monitors " + mons + ") did not answer within " +
                                  std::to_string(kTimeoutSecs) + " s: is it running and reachable?",
@@ -140,10 +145,21 @@ Result<std::shared_ptr<Pool>> Pool::Open(const RbdSpec& s, const BackingOptions&
     return Status::IOError(uri + ": cannot connect to the Ceph cluster (monitors " + mons + "): " + ErrText(r),
                            -r);
   }
-  char fsid[64] = "";
-  r = rados_cluster_fsid(p->rados_, fsid, sizeof(fsid));
-  if (r < 0) return Status::IOError(uri + ": cannot read the cluster's fsid: " + ErrText(r), -r);
-  p->fsid_.assign(fsid, ::strnlen(fsid, sizeof(fsid)));
+  // The fsid is the monitors' (their monmap's), and rados_connect may
+  // return before that map arrived: the fsid then reads as all zeros
+  // (seen here after a kill -9, on a remount). An identity must never be
+  // recorded or compared without it, so wait for the maps and read again.
+  const std::string kNoFsid = "00000000-0000-0000-0000-000000000000";
+  for (int attempt = 0;; attempt++) {
+    char fsid[64] = "";
+    r = rados_cluster_fsid(p->rados_, fsid, sizeof(fsid));
+    if (r < 0) return Status::IOError(uri + ": cannot read the cluster's fsid: " + ErrText(r), -r);
+    p->fsid_.assign(fsid, ::strnlen(fsid, sizeof(fsid)));
+    if (p->fsid_ != kNoFsid && !p->fsid_.empty()) break;
+    if (attempt == 1) return Status::IOError(uri + ": the cluster did not tell its fsid", EIO);
+    r = rados_wait_for_latest_osdmap(p->rados_);
+    if (r < 0) return Status::IOError(uri + ": waiting for the cluster's maps: " + ErrText(r), -r);
+  }
   r = rados_ioctx_create(p->rados_, s.pool.c_str(), &p->io_);
   if (r < 0) {
     p->io_ = nullptr;
