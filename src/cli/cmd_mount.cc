@@ -125,11 +125,16 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     (void)!::write(fd, "-1000", 5);
     ::close(fd);
   }
-  DeviceOptions bo;
-  auto backing = OpenPosixDevice(c.backing, bo);
+  BackingOptions bo;
+  bo.ceph_conf = c.ceph_conf;
+  bo.ceph_client_id = c.ceph_client_id;
+  auto backing = OpenBackingDevice(c.backing, bo);
   if (!backing.ok()) {
-    Report(ready_fd, kExitFailure, "backing: " + backing.status().message());
-    return kExitFailure;
+    // A wrong pool or image name (or a size no image can have) is a usage
+    // error, as a missing backing file is caught before the fork.
+    const int code = backing.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
+    Report(ready_fd, code, "backing: " + backing.status().message());
+    return code;
   }
   DeviceOptions co;
   co.direct = true;
@@ -140,7 +145,7 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   }
   std::string warning;
   bool created = false;
-  auto journal = OpenJournalFor(c.journal, c.backing, c.cache, *backing.value(), &warning, &created);
+  auto journal = OpenJournalFor(c.journal, c.backing, c.cache, bo, *backing.value(), &warning, &created);
   if (!journal.ok()) {
     const int code = journal.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
     Report(ready_fd, code, journal.status().message());
@@ -161,7 +166,7 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
                              std::move(journal.value()));
   if (!engine.ok()) {
-    if (created) ::unlink(JournalPath(c.journal, c.backing).c_str());  // leave nothing behind
+    if (created) RemoveCreatedJournal(c.journal, c.backing, bo);  // leave nothing behind
     std::string msg = engine.status().message();
     if (engine.status().code() == Status::Code::kCorruption && !c.accept_loss &&
         msg.find("--accept-loss") == std::string::npos) {
@@ -279,17 +284,22 @@ int CmdMountHelper(const std::vector<std::string>& args) {
 int CmdMount(const std::vector<std::string>& args) {
   // MOUNTPOINT may also come from the config file; several are refused below.
   CommandLine cl("mount",
-                 "usage: wbfs mount [--config FILE] [--backing PATH] [--cache PATH]\n"
+                 "usage: wbfs mount [--config FILE] [--backing PATH|rbd:POOL/IMAGE] [--cache PATH]\n"
+                 "                  [--ceph-conf FILE] [--ceph-client-id ID]\n"
                  "                  [-o KEY=VALUE[,KEY=VALUE...]]... [-f] [--allow-other]\n"
                  "                  [--accept-loss] [MOUNTPOINT]\n"
                  "\n"
                  "Mounts the image: MOUNTPOINT/image (or image_name) is the backing file as\n"
                  "seen through the cache. A zeroed cache is formatted; a wbfs cache is\n"
                  "replayed. -o takes any config-file key (backing, cache, journal, image_name,\n"
-                 "allow_other and the tunables); the command line overrides the file.\n",
+                 "allow_other, ceph_conf, ceph_client_id and the tunables); the command line\n"
+                 "overrides the file. The backing may be a Ceph RBD image, rbd:POOL/IMAGE or\n"
+                 "rbd:POOL/NAMESPACE/IMAGE: its journal is then the image IMAGE.wbfs-journal.\n",
                  0, SIZE_MAX);
   cl.Options()("config,c", po::value<std::string>(), "JSON config file (see wbfs.json(5))")(
-      "backing", po::value<std::string>(), "backing file or block device (HDD)")(
+      "backing", po::value<std::string>(), "backing file or block device (HDD), or rbd:POOL/IMAGE")(
+      "ceph-conf", po::value<std::string>(), "ceph.conf for an rbd: backing (default: librados's search)")(
+      "ceph-client-id", po::value<std::string>(), "Ceph client id for an rbd: backing (default admin)")(
       "cache", po::value<std::string>(), "cache file or block device (SSD)")(
       "option,o", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE[,KEY=VALUE...]")(
       "foreground,f", po::bool_switch(), "stay in the foreground")(
@@ -333,6 +343,8 @@ int CmdMount(const std::vector<std::string>& args) {
   }
   if (cl.Has("backing")) c.backing = cl.Get<std::string>("backing");
   if (cl.Has("cache")) c.cache = cl.Get<std::string>("cache");
+  if (cl.Has("ceph-conf")) c.ceph_conf = cl.Get<std::string>("ceph-conf");
+  if (cl.Has("ceph-client-id")) c.ceph_client_id = cl.Get<std::string>("ceph-client-id");
   if (cl.Get<bool>("allow-other")) c.allow_other = true;
   c.accept_loss = cl.Get<bool>("accept-loss");
   if (cl.Has("journal")) c.journal = cl.Get<std::string>("journal");
@@ -350,11 +362,12 @@ int CmdMount(const std::vector<std::string>& args) {
   g_foreground = cl.Get<bool>("foreground");
   Status st = Validate(c);
   if (!st.ok()) return Fail(kExitUsage, st.message());
-  st = ResolveFile("backing", &c.backing);
+  if (!IsRbdUri(c.backing)) st = ResolveFile("backing", &c.backing);
   if (st.ok()) st = ResolveFile("cache", &c.cache);
+  if (st.ok() && !c.ceph_conf.empty()) st = ResolveFile("ceph_conf", &c.ceph_conf);
   if (st.ok()) st = ResolveFile("mountpoint", &c.mountpoint);
   if (!st.ok()) return Fail(kExitUsage, st.message());
-  if (!c.journal.empty() && c.journal != "none") c.journal = AbsolutePath(c.journal);
+  if (!c.journal.empty() && c.journal != "none" && !IsRbdUri(c.journal)) c.journal = AbsolutePath(c.journal);
   struct stat mst;
   if (::stat(c.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
     return Fail(kExitUsage, "mountpoint " + c.mountpoint + " is not a directory");

@@ -44,9 +44,29 @@ Result<std::unique_ptr<Device>> OpenOffline(const std::string& what, const std::
   return d;
 }
 
+// Opens a backing (a path or an rbd: URI) for writeback or recover, with a
+// mount's lock.
+Result<std::unique_ptr<Device>> OpenBackingOffline(const std::string& spec, const BackingOptions& bo) {
+  if (!IsRbdUri(spec)) return OpenOffline("backing", spec, true);
+  auto d = OpenBackingDevice(spec, bo);
+  if (!d.ok() && d.status().code() == Status::Code::kBusy) {
+    return Status::Busy(d.status().message() + " (unmount it first)");
+  }
+  return d;
+}
+
+// --ceph-conf and --ceph-client-id of writeback and recover.
+BackingOptions CephOptions(const std::string& conf, const std::string& id) {
+  BackingOptions bo;
+  bo.ceph_conf = conf;
+  bo.ceph_client_id = id;
+  return bo;
+}
+
 int OpenFail(const Status& st) {
-  return Fail(st.code() == Status::Code::kIOError && st.err() == ENOENT ? kExitUsage : kExitFailure,
-              st.message());
+  const bool usage = (st.code() == Status::Code::kIOError && st.err() == ENOENT) ||
+                     st.code() == Status::Code::kInvalidArgument;
+  return Fail(usage ? kExitUsage : kExitFailure, st.message());
 }
 
 // Parses "CACHE [flags...]": the positional and the flags present.
@@ -414,7 +434,8 @@ void OnStop(int) { g_stop = 1; }
 
 int CmdWriteback(const std::vector<std::string>& args) {
   const char* usage =
-      "usage: wbfs writeback --backing PATH --cache PATH [--journal PATH|none] [--accept-loss]\n"
+      "usage: wbfs writeback --backing PATH|rbd:POOL/IMAGE --cache PATH [--journal PATH|none]\n"
+      "                      [--ceph-conf FILE] [--ceph-client-id ID] [--accept-loss]\n"
       "\n"
       "Offline: replays the log and writes every dirty block to the backing (sorted\n"
       "and merged, through the journal as a mount does), syncs it, then marks the\n"
@@ -427,7 +448,8 @@ int CmdWriteback(const std::vector<std::string>& args) {
       "--accept-loss writes back what survives instead (skipping blocks that fail\n"
       "their checksum), rolling the image back to the last intact flush point.\n";
   Args a;
-  if (int rc = ParseCommand(args, "writeback", usage, {"--accept-loss"}, {"--backing", "--cache", "--journal"}, &a);
+  if (int rc = ParseCommand(args, "writeback", usage, {"--accept-loss"},
+                            {"--backing", "--cache", "--journal", "--ceph-conf", "--ceph-client-id"}, &a);
       rc >= 0) {
     return rc;
   }
@@ -436,7 +458,9 @@ int CmdWriteback(const std::vector<std::string>& args) {
     std::cerr << usage;
     return kExitUsage;
   }
-  auto backing = OpenOffline("backing", bpath, true);
+  const BackingOptions bo = CephOptions(a.Value("--ceph-conf"), a.Value("--ceph-client-id"));
+  const std::string bspec = IsRbdUri(bpath) ? bpath : AbsolutePath(bpath);
+  auto backing = OpenBackingOffline(bpath, bo);
   if (!backing.ok()) return OpenFail(backing.status());
   DeviceOptions co;
   co.direct = true;
@@ -454,8 +478,8 @@ int CmdWriteback(const std::vector<std::string>& args) {
   const bool blank = log::ReadCacheMeta(*cache.value(), &cmeta).ok() && cmeta.blank;
   std::string warning;
   bool created = false;
-  auto journal = OpenJournalFor(a.Value("--journal"), AbsolutePath(bpath), AbsolutePath(cpath),
-                                *backing.value(), &warning, &created);
+  auto journal = OpenJournalFor(a.Value("--journal"), bspec, AbsolutePath(cpath), bo, *backing.value(),
+                                &warning, &created);
   if (!journal.ok()) return Fail(kExitFailure, "writeback: " + journal.status().message());
   if (!warning.empty()) std::cerr << "wbfs: " << warning << "\n";
   EngineOptions eo;
@@ -466,7 +490,7 @@ int CmdWriteback(const std::vector<std::string>& args) {
   auto engine = Engine::Open(eo, std::move(backing.value()), std::move(cache.value()),
                              std::move(journal.value()));
   if (!engine.ok()) {
-    if (created) ::unlink(JournalPath(a.Value("--journal"), AbsolutePath(bpath)).c_str());
+    if (created) RemoveCreatedJournal(a.Value("--journal"), bspec, bo);
     // NotFound: the engine's refusal of a blank cache, after it applied an
     // interrupted journal unit (any other refusal, e.g. a backing of the
     // wrong size or another backing's journal, is a failure).
@@ -535,14 +559,19 @@ int CmdWriteback(const std::vector<std::string>& args) {
 
 int CmdRecover(const std::vector<std::string>& args) {
   const char* usage =
-      "usage: wbfs recover --backing PATH [--journal PATH] [--json]\n"
+      "usage: wbfs recover --backing PATH|rbd:POOL/IMAGE [--journal PATH|rbd:POOL/IMAGE]\n"
+      "                    [--ceph-conf FILE] [--ceph-client-id ID] [--json]\n"
       "\n"
       "Without the cache: applies the writeback unit a crash interrupted, if the\n"
       "journal holds one, so that the backing alone is the image as it was at the\n"
       "flush point the journal names. Use it when the cache is lost; a mount with\n"
-      "the cache does the same by itself. The journal defaults to BACKING.wbfs-journal.\n";
+      "the cache does the same by itself. The journal defaults to BACKING.wbfs-journal\n"
+      "(for an rbd: backing, the image IMAGE.wbfs-journal next to it: any host with\n"
+      "access to the cluster can recover).\n";
   Args a;
-  if (int rc = ParseCommand(args, "recover", usage, {"--json"}, {"--backing", "--journal"}, &a); rc >= 0) {
+  if (int rc = ParseCommand(args, "recover", usage, {"--json"},
+                            {"--backing", "--journal", "--ceph-conf", "--ceph-client-id"}, &a);
+      rc >= 0) {
     return rc;
   }
   const bool json = a.Has("--json");
@@ -552,15 +581,31 @@ int CmdRecover(const std::vector<std::string>& args) {
     std::cerr << usage;
     return kExitUsage;
   }
-  if (journal_path.empty()) journal_path = journal::DefaultPath(backing_path);
-  auto backing = OpenOffline("backing", backing_path, true);
+  const BackingOptions bo = CephOptions(a.Value("--ceph-conf"), a.Value("--ceph-client-id"));
+  const bool rbd = IsRbdUri(backing_path);
+  if (!rbd && IsRbdUri(journal_path)) return Fail(kExitUsage, "recover: an rbd: journal needs an rbd: backing");
+  auto backing = OpenBackingOffline(backing_path, bo);
   if (!backing.ok()) return OpenFail(backing.status());
-  struct stat st;
-  if (::stat(journal_path.c_str(), &st) != 0) {
-    return Fail(kExitUsage, "no journal at " + journal_path +
-                                " (the mount ran without one: the backing cannot be vouched for)");
+  Result<std::unique_ptr<Device>> dev = std::unique_ptr<Device>();
+  if (rbd) {
+    auto spec = RbdJournalSpec(journal_path, backing_path);
+    if (!spec.ok()) return Fail(kExitUsage, spec.status().message());
+    journal_path = RbdUri(spec.value());
+    bool created = false;
+    dev = OpenRbdJournal(spec.value(), bo, backing.value()->Identity(), false, &created);
+    if (!dev.ok() && dev.status().code() == Status::Code::kNotFound) {
+      return Fail(kExitUsage, "no journal image " + journal_path +
+                                  " (the mount ran without one: the backing cannot be vouched for)");
+    }
+  } else {
+    if (journal_path.empty()) journal_path = journal::DefaultPath(backing_path);
+    struct stat st;
+    if (::stat(journal_path.c_str(), &st) != 0) {
+      return Fail(kExitUsage, "no journal at " + journal_path +
+                                  " (the mount ran without one: the backing cannot be vouched for)");
+    }
+    dev = OpenPosixDevice(journal_path, DeviceOptions{});
   }
-  auto dev = OpenPosixDevice(journal_path, DeviceOptions{});
   if (!dev.ok()) return Fail(kExitFailure, "journal: " + dev.status().message());
   auto j = journal::Journal::Open(std::move(dev.value()), backing.value()->Size());
   if (!j.ok()) return Fail(kExitFailure, j.status().message());

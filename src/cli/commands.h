@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "io/backing.h"
 #include "wbfs/device.h"
 #include "wbfs/status.h"
 
@@ -42,21 +43,28 @@ bool IsMountPoint(const std::string& abs_path);
 // The file system type of the mount seen at abs_path ("fuse.wbfs" for
 // ours), empty if none.
 std::string MountFsType(const std::string& abs_path);
-// Do both paths exist and name the same file?
+// Do both paths exist and name the same file? (Never for an rbd: URI.)
 bool SameFile(const std::string& a, const std::string& b);
 
 // The journal file for a `journal` setting ("" = BACKING.wbfs-journal,
 // "none" = no journal: returns "").
 std::string JournalPath(const std::string& setting, const std::string& backing_path);
+// The journal image of an rbd: backing for a `journal` setting: the
+// setting's rbd: URI, or (for "" and "none") IMAGE.wbfs-journal next to
+// the backing's image.
+Result<RbdSpec> RbdJournalSpec(const std::string& setting, const std::string& backing_uri);
 // Opens (creating it if missing) the journal device for a mount or an
 // offline writeback; refuses the cache or the backing itself. With the
 // setting "none", returns null after applying and retiring whatever a
-// journal at the default path holds. `warning` gets a placement warning;
-// `created` says the file is new (a failed mount removes it again).
+// journal at the default place holds. For an rbd: backing the journal is
+// an image in the cluster (RbdJournalSpec). `warning` gets a placement
+// warning; `created` says the file or image is new (a failed mount
+// removes it again with RemoveCreatedJournal).
 Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
                                                const std::string& backing_path,
-                                               const std::string& cache_path, Device& backing,
-                                               std::string* warning, bool* created);
+                                               const std::string& cache_path, const BackingOptions& bo,
+                                               Device& backing, std::string* warning, bool* created);
+void RemoveCreatedJournal(const std::string& setting, const std::string& backing_path, const BackingOptions& bo);
 // "chunk N, cut at YYYY-MM-DD HH:MM:SS", or "unknown" for seq 0.
 std::string FlushPointText(uint64_t seq, uint64_t ms);
 

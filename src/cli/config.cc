@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "ctl/ctl.h"
+#include "io/backing.h"
 
 namespace wbfs::cli {
 namespace {
@@ -27,12 +28,14 @@ Status SetString(const std::string& key, const std::string& v, MountConfig* c) {
   else if (key == "mountpoint") c->mountpoint = v;
   else if (key == "image_name") c->image_name = v;
   else if (key == "journal") c->journal = v;
+  else if (key == "ceph_conf") c->ceph_conf = v;
+  else if (key == "ceph_client_id") c->ceph_client_id = v;
   return Status::OK();
 }
 
 bool IsStringKey(const std::string& k) {
   return k == "backing" || k == "cache" || k == "mountpoint" || k == "image_name" ||
-         k == "journal";
+         k == "journal" || k == "ceph_conf" || k == "ceph_client_id";
 }
 
 }  // namespace
@@ -131,6 +134,19 @@ Status Validate(const MountConfig& c) {
   if (c.backing.empty()) return Status::InvalidArgument("no backing file: give --backing or the config key \"backing\"");
   if (c.cache.empty()) return Status::InvalidArgument("no cache file: give --cache or the config key \"cache\"");
   if (c.mountpoint.empty()) return Status::InvalidArgument("no mountpoint: give MOUNTPOINT or the config key \"mountpoint\"");
+  if (IsRbdUri(c.backing)) {
+    WBFS_RETURN_IF_ERROR(ParseRbdUri(c.backing).status());
+    if (!c.journal.empty() && c.journal != "none" && !IsRbdUri(c.journal)) {
+      return Status::InvalidArgument("journal " + c.journal + ": the journal of an rbd: backing lives in "
+                                     "the cluster: leave journal empty (IMAGE.wbfs-journal), or give "
+                                     "rbd:POOL/IMAGE or none");
+    }
+    if (IsRbdUri(c.journal)) WBFS_RETURN_IF_ERROR(ParseRbdUri(c.journal).status());
+  } else if (!c.ceph_conf.empty() || !c.ceph_client_id.empty()) {
+    return Status::InvalidArgument("ceph_conf and ceph_client_id apply only to an rbd: backing, not " + c.backing);
+  } else if (IsRbdUri(c.journal)) {
+    return Status::InvalidArgument("journal " + c.journal + ": an rbd: journal needs an rbd: backing");
+  }
   if (c.image_name.empty() || c.image_name == "." || c.image_name == ".." ||
       c.image_name.find('/') != std::string::npos) {
     return Status::InvalidArgument("image_name: must be a plain file name");

@@ -20,6 +20,11 @@ struct MountConfig {
   // "none" = no journal (an explicit choice: the backing alone may then be
   // a mix of two flush points after a crash, and useless without the cache).
   std::string journal;
+  // For an rbd: backing (and its journal): the ceph.conf to read ("" =
+  // librados's search: $CEPH_CONF, /etc/ceph/ceph.conf, ...) and the client
+  // id whose keyring entry is used ("" = admin, as the ceph tools).
+  std::string ceph_conf;
+  std::string ceph_client_id;
   bool allow_other = false;
   // --accept-loss (command line only, never a config key: accepting lost
   // data is a decision for one mount, not a setting that stays).

@@ -2,10 +2,12 @@
 // creating) it for a mount or an offline writeback, and how a flush
 // point reads (`wbfs recover` is in cmd_offline.cc).
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <ctime>
 
 #include "cli/commands.h"
+#include "io/backing.h"
 #include "journal/journal.h"
 #include "util/clock.h"
 #include "wbfs/device.h"
@@ -17,11 +19,58 @@ std::string JournalPath(const std::string& setting, const std::string& backing_p
   return setting.empty() ? journal::DefaultPath(backing_path) : setting;
 }
 
+Result<RbdSpec> RbdJournalSpec(const std::string& setting, const std::string& backing_uri) {
+  if (!setting.empty() && setting != "none") return ParseRbdUri(setting);
+  auto b = ParseRbdUri(backing_uri);
+  if (!b.ok()) return b.status();
+  RbdSpec j = b.value();
+  j.image += ".wbfs-journal";
+  return j;
+}
+
+namespace {
+
+// The journal of an rbd: backing: an image in the cluster (see
+// OpenRbdJournal), never a file on this host.
+Result<std::unique_ptr<Device>> OpenRbdJournalFor(const std::string& setting, const std::string& backing_uri,
+                                                  const BackingOptions& bo, Device& backing, bool* created) {
+  auto spec = RbdJournalSpec(setting, backing_uri);
+  if (!spec.ok()) return spec.status();
+  if (setting == "none") {
+    // As for a file: one left by an earlier mount still gets its
+    // interrupted unit applied, and stops vouching for the backing.
+    Status ex = RbdImageExists(spec.value(), bo);
+    if (ex.code() == Status::Code::kNotFound) return std::unique_ptr<Device>();
+    WBFS_RETURN_IF_ERROR(ex);
+    bool made = false;
+    auto dev = OpenRbdJournal(spec.value(), bo, backing.Identity(), false, &made);
+    if (!dev.ok()) return dev.status();
+    auto j = journal::Journal::Open(std::move(dev.value()), backing.Size());
+    if (!j.ok()) return j.status();
+    WBFS_RETURN_IF_ERROR(j.value()->Recover(backing).status());
+    WBFS_RETURN_IF_ERROR(j.value()->Forget());
+    return std::unique_ptr<Device>();
+  }
+  return OpenRbdJournal(spec.value(), bo, backing.Identity(), true, created);
+}
+
+}  // namespace
+
+void RemoveCreatedJournal(const std::string& setting, const std::string& backing_path, const BackingOptions& bo) {
+  if (!IsRbdUri(backing_path)) {
+    ::unlink(JournalPath(setting, backing_path).c_str());
+    return;
+  }
+  auto spec = RbdJournalSpec(setting, backing_path);
+  if (spec.ok()) (void)RemoveRbdJournal(spec.value(), bo);
+}
+
 Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
                                                const std::string& backing_path,
-                                               const std::string& cache_path, Device& backing,
-                                               std::string* warning, bool* created) {
+                                               const std::string& cache_path, const BackingOptions& bo,
+                                               Device& backing, std::string* warning, bool* created) {
   *created = false;
+  if (IsRbdUri(backing_path)) return OpenRbdJournalFor(setting, backing_path, bo, backing, created);
   if (setting == "none") {
     // No journal, by choice. One left by an earlier mount still gets its
     // interrupted unit applied, and stops vouching for the backing.

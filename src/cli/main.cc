@@ -60,6 +60,7 @@ std::string Unescape(const std::string& s) {
 }  // namespace
 
 bool SameFile(const std::string& a, const std::string& b) {
+  if (IsRbdUri(a) || IsRbdUri(b)) return false;  // a URI, not a path that may exist here
   struct stat sa, sb;
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
          sa.st_ino == sb.st_ino;

@@ -27,6 +27,10 @@ MNT=$T/mnt
 mkdir -p "$MNT"
 _loops=()
 _mounts=()
+# Commands cleanup runs after our mounts and daemons are gone and before
+# $T is removed (a test's Ceph cluster, say): add with on_cleanup.
+_cleanup_hooks=()
+on_cleanup() { _cleanup_hooks+=("$*"); }
 
 cleanup() {
   local rc=$?
@@ -40,6 +44,7 @@ cleanup() {
     "$WBFS" umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null
   fi
   pkill -9 -f -- "wbfs mount .*$T" 2>/dev/null
+  for h in "${_cleanup_hooks[@]}"; do eval "$h"; done
   # Our daemons' log files (kept after unmount when there is no /dev/log).
   grep -l -- "$T/" /run/wbfs/*.log 2>/dev/null | xargs -r rm -f
   rm -rf "$T"

@@ -1,0 +1,83 @@
+// Backings by name: a path (a regular file or a block device, PosixDevice)
+// or an RBD image of a Ceph cluster, "rbd:POOL/IMAGE" or
+// "rbd:POOL/NAMESPACE/IMAGE" (RbdDevice, src/io/rbd_device.cc; a build
+// without librbd links src/io/rbd_none.cc instead, whose openers say so).
+// The engine sees only a Device: nothing outside src/io and src/cli knows
+// about Ceph.
+#ifndef WBFS_IO_BACKING_H_
+#define WBFS_IO_BACKING_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "wbfs/device.h"
+#include "wbfs/status.h"
+
+namespace wbfs {
+
+struct RbdSpec {
+  std::string pool;
+  std::string ns;  // "" = the default namespace
+  std::string image;
+};
+
+// Does `spec` name an RBD image (starts with "rbd:")? Such a spec is a
+// URI, never a path: no realpath, no stat.
+bool IsRbdUri(const std::string& spec);
+
+// Splits "rbd:POOL/IMAGE" or "rbd:POOL/NAMESPACE/IMAGE". InvalidArgument,
+// naming the URI, for anything else (an empty part, more parts, a part
+// with '@' (snapshots are read-only) or a NUL).
+Result<RbdSpec> ParseRbdUri(const std::string& uri);
+// The inverse: "rbd:POOL/IMAGE" or "rbd:POOL/NAMESPACE/IMAGE".
+std::string RbdUri(const RbdSpec& s);
+
+struct BackingOptions {
+  // For a path: passed to OpenPosixDevice. For RBD: `exclusive` takes the
+  // image's exclusive lock (a second writer on any host is refused, naming
+  // the holder), `read_only` opens it read-only; `direct` and `create`
+  // mean nothing there.
+  DeviceOptions device;
+  // ceph.conf to read; "" = librados's own search ($CEPH_CONF,
+  // /etc/ceph/ceph.conf, ~/.ceph/config, ./ceph.conf).
+  std::string ceph_conf;
+  // The client's id (client.ID, its keyring entry); "" = "admin".
+  std::string ceph_client_id;
+};
+
+// Opens a backing by path or rbd: URI.
+Result<std::unique_ptr<Device>> OpenBackingDevice(const std::string& spec, const BackingOptions& o);
+
+// Implemented by rbd_device.cc, or by rbd_none.cc (which fails every call).
+Result<std::unique_ptr<Device>> OpenRbdDevice(const RbdSpec& spec, const BackingOptions& o);
+
+// The writeback journal of an RBD backing lives in the cluster, never on a
+// host: an image in the backing's pool and namespace (by default
+// IMAGE.wbfs-journal), whose metadata key "wbfs.backing_id" holds the
+// backing's Identity(). Opens it, refusing (InvalidArgument, nothing
+// written) an image that belongs to another backing or is no wbfs journal;
+// with `create`, a missing one is created thin, sized for the largest
+// writeback unit, and tagged; `*created` says so (a failed mount removes
+// it again with RemoveRbdJournal).
+Result<std::unique_ptr<Device>> OpenRbdJournal(const RbdSpec& journal, const BackingOptions& o,
+                                               const std::string& backing_identity, bool create,
+                                               bool* created);
+// Does the image exist? (NotFound when it does not; other errors as such.)
+Status RbdImageExists(const RbdSpec& spec, const BackingOptions& o);
+// Removes the journal image a failed mount created.
+Status RemoveRbdJournal(const RbdSpec& journal, const BackingOptions& o);
+
+// The size the journal image is created with: room for the largest
+// writeback unit (its header, descriptors and data), rounded up to RBD's
+// 4 MiB objects. Thin: only what is written takes space.
+uint64_t RbdJournalSize();
+
+// The metadata key of the journal image naming its backing.
+inline constexpr const char* kRbdJournalBackingKey = "wbfs.backing_id";
+// The metadata key of a mounted image naming its holder (host, pid, time).
+inline constexpr const char* kRbdHolderKey = "wbfs.holder";
+
+}  // namespace wbfs
+
+#endif  // WBFS_IO_BACKING_H_

@@ -1,0 +1,160 @@
+#!/bin/bash
+# A Ceph RBD image as the backing, on a single-node cluster of our own
+# (scripts/ceph-test-cluster, in the scratch directory, torn down on exit):
+# fsync + kill -9 + remount keeps the data; a second mount of the image is
+# refused naming the holder; after writeback, `rbd export` is what was
+# written; a cache of image A is refused over image B of the same size; a
+# size that is not a multiple of 4096, an unknown pool or image, and a
+# journal image of another image are refused with nothing created; a
+# discard frees space on RBD; with the cache deleted after kill -9,
+# `wbfs recover --backing rbd:...` leaves the image at its flush point.
+. "$(dirname "$0")/lib.sh"
+for c in ceph-mon ceph-osd ceph rbd uuidgen python3; do
+  command -v "$c" >/dev/null || skip "needs $c (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common uuid-runtime)"
+done
+command -v jq >/dev/null || skip "needs jq"
+if "$WBFS" recover --backing rbd:p/i --ceph-conf /dev/null 2>&1 | grep -q "built without librbd"; then
+  skip "this wbfs was built without librbd (librbd-dev)"
+fi
+
+CLUSTER=$T/ceph
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# A free port for the monitor, so that two test runs on one host do not meet.
+WBFS_CEPH_MON_PORT=${WBFS_CEPH_MON_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+export WBFS_CEPH_MON_PORT
+on_cleanup "'$ROOT/scripts/ceph-test-cluster' down '$CLUSTER'"
+"$ROOT/scripts/ceph-test-cluster" up "$CLUSTER"
+export CEPH_CONF=$CLUSTER/ceph.conf
+
+MNT2=$T/mnt2
+mkdir -p "$MNT2"
+truncate -s 32M "$T/cache.img" "$T/cache2.img" "$T/cache3.img"
+rbd create --size 64M rbd/img
+rbd create --size 64M rbd/other
+
+rmount() { "$WBFS" mount --backing rbd:rbd/img --cache "$T/cache.img" "$@" "$MNT"; }
+# After a kill -9 the dead client holds the image's exclusive lock until
+# its watch times out; librbd then breaks it for the next client. Retries
+# while the image is "in use" and prints how long that took.
+rmount_after_kill() {
+  local t0 rc=0
+  t0=$(date +%s%3N)
+  for _ in $(seq 1 120); do
+    rc=0
+    rmount 2>"$T/stderr" || rc=$?
+    [ $rc = 0 ] && break
+    grep -q "is in use" "$T/stderr" || fail "remount: $(cat "$T/stderr")"
+    sleep 0.5
+  done
+  [ $rc = 0 ] || fail "the dead mount's lock was never broken: $(cat "$T/stderr")"
+  echo "the dead client's lock was broken after $(($(date +%s%3N) - t0)) ms"
+}
+used() { rbd du --format json "rbd/$1" | jq '.images[0].used_size'; }
+export_img() {
+  rm -f "$T/export"
+  rbd export --no-progress rbd/img "$T/export" >/dev/null 2>&1
+}
+
+# --- fsync + kill -9 + remount keeps the data.
+head -c $((1 << 20)) /dev/urandom >"$T/d1"
+rmount
+rbd ls | grep -qx img.wbfs-journal || fail "no journal image img.wbfs-journal"
+pool_id=$(ceph osd pool ls detail --format json | jq '.[] | select(.pool_name == "rbd") | .pool_id')
+identity="rbd:fsid=$(ceph fsid)/pool=$pool_id/image=$(rbd info --format json rbd/img | jq -r .id)"
+[ "$(rbd image-meta get rbd/img.wbfs-journal wbfs.backing_id)" = "$identity" ] ||
+  fail "the journal image is not tagged with the backing's identity $identity"
+dd if="$T/d1" of="$MNT/image" bs=64k seek=64 oflag=direct conv=notrunc,fsync status=none
+pid=$(daemon_pid)
+
+# --- A second mount of the same image is refused, naming the holder.
+expect_exit 1 "pid $pid" "$WBFS" mount --backing rbd:rbd/img --cache "$T/cache2.img" "$MNT2"
+grep -q "is in use" "$T/stderr" || fail "the refusal does not say the image is in use: $(cat "$T/stderr")"
+grep -q "host $(uname -n)" "$T/stderr" || fail "the refusal does not name the host: $(cat "$T/stderr")"
+mountpoint -q "$MNT2" && fail "the second mount went ahead"
+
+kill_daemon
+"$WBFS" umount "$MNT"
+rmount_after_kill
+cmp <(dd if="$MNT/image" bs=64k skip=64 count=16 status=none) "$T/d1" || fail "fsynced data lost by kill -9"
+
+# --- After writeback and unmount the image alone holds the data.
+"$WBFS" message "$MNT" drop_caches >/dev/null
+wbfs_umount
+[ "$("$WBFS" dump "$T/cache.img" --superblock --json | jq -r .superblock.backing_id)" = "$identity" ] ||
+  fail "the cache does not record the image's identity"
+export_img
+cmp <(dd if="$T/export" bs=64k skip=64 count=16 status=none) "$T/d1" || fail "rbd export differs from what was written"
+cmp <(dd if="$T/export" bs=64k count=64 status=none) <(head -c $((4 << 20)) /dev/zero) ||
+  fail "rbd export has data where none was written"
+[ -z "$(rbd lock ls --format json rbd/img | jq -r '.[]?')" ] || fail "the lock outlived a clean unmount"
+rbd image-meta get rbd/img wbfs.holder >/dev/null 2>&1 && fail "wbfs.holder outlived a clean unmount"
+
+# --- A cache of img over other (same size): refused, nothing changed.
+sum_cache=$(md5sum <"$T/cache.img")
+expect_exit 1 "formatted for the backing" "$WBFS" mount --backing rbd:rbd/other --cache "$T/cache.img" "$MNT"
+[ "$(md5sum <"$T/cache.img")" = "$sum_cache" ] || fail "the refused cache was changed"
+[ "$(used other)" = 0 ] || fail "the refused mount wrote to the other image"
+rbd ls | grep -q "^other.wbfs-journal$" && fail "the refused mount left a journal image behind"
+
+# --- Bad images and names: refused, one sentence, nothing created.
+rbd create --size 65538K rbd/odd
+expect_exit 2 "not a multiple of 4096" "$WBFS" mount --backing rbd:rbd/odd --cache "$T/cache3.img" "$MNT"
+expect_exit 2 "no pool 'nopool'" "$WBFS" mount --backing rbd:nopool/img --cache "$T/cache3.img" "$MNT"
+expect_exit 2 "no image 'nope'" "$WBFS" mount --backing rbd:rbd/nope --cache "$T/cache3.img" "$MNT"
+expect_exit 2 "rbd:POOL/IMAGE" "$WBFS" mount --backing rbd:rbd --cache "$T/cache3.img" "$MNT"
+[ "$(rbd ls | sort | tr '\n' ' ')" = "img img.wbfs-journal odd other " ] || fail "images after refusals: $(rbd ls)"
+cmp -s "$T/cache3.img" <(head -c $((32 << 20)) /dev/zero) || fail "a refused mount wrote to the cache"
+
+# --- A journal image that belongs to another image is refused.
+rbd create --size 8M rbd/other.wbfs-journal
+rbd image-meta set rbd/other.wbfs-journal wbfs.backing_id "$(rbd image-meta get rbd/img.wbfs-journal wbfs.backing_id)"
+expect_exit 2 "belongs to another image" "$WBFS" mount --backing rbd:rbd/other --cache "$T/cache3.img" "$MNT"
+rbd rm --no-progress rbd/other.wbfs-journal >/dev/null 2>&1
+
+# --- journal=none works, and retires the journal image's flush point.
+rmount --no-journal
+wbfs_umount
+rmount
+wbfs_umount
+
+# --- Discard reaches RBD: the image's used size shrinks.
+rmount
+head -c $((16 << 20)) /dev/urandom | dd of="$MNT/image" bs=1M seek=32 oflag=direct conv=notrunc,fsync status=none
+"$WBFS" message "$MNT" drop_caches >/dev/null
+before=$(used img)
+fallocate --punch-hole --keep-size --offset $((32 << 20)) --length $((16 << 20)) "$MNT/image"
+sync "$MNT/image"
+"$WBFS" message "$MNT" drop_caches >/dev/null
+after=$(used img)
+echo "rbd du: used $before bytes after writing 16 MiB, $after after the punch"
+[ "$after" -le $((before - (12 << 20))) ] || fail "the discard did not reach RBD (used $before -> $after)"
+cmp <(dd if="$MNT/image" bs=1M skip=32 count=16 status=none) <(head -c $((16 << 20)) /dev/zero) ||
+  fail "the punched range does not read as zeros"
+wbfs_umount
+export_img
+cmp <(dd if="$T/export" bs=1M skip=32 count=16 status=none) <(head -c $((16 << 20)) /dev/zero) ||
+  fail "the punched range is not zero on RBD"
+
+# --- The cache lost after kill -9: recover from any host needs only the cluster.
+head -c $((2 << 20)) /dev/urandom >"$T/d2"
+rmount
+dd if="$T/d2" of="$MNT/image" bs=64k seek=256 oflag=direct conv=notrunc,fsync status=none
+"$WBFS" message "$MNT" drop_caches >/dev/null   # a flush point on the backing
+kill_daemon
+"$WBFS" umount "$MNT"
+rm -f "$T/cache.img"
+t0=$(date +%s%3N)
+for _ in $(seq 1 120); do
+  rc=0
+  "$WBFS" recover --backing rbd:rbd/img >"$T/recover.out" 2>"$T/stderr" || rc=$?
+  [ $rc = 0 ] && break
+  grep -q "is in use" "$T/stderr" || fail "recover: $(cat "$T/stderr")"
+  sleep 0.5
+done
+[ $rc = 0 ] || fail "recover never got the lock: $(cat "$T/stderr")"
+echo "recover ran after $(($(date +%s%3N) - t0)) ms: $(tail -n 1 "$T/recover.out")"
+grep -q "is the image as of flush point" "$T/recover.out" || fail "recover names no flush point: $(cat "$T/recover.out")"
+export_img
+cmp <(dd if="$T/export" bs=64k skip=256 count=32 status=none) "$T/d2" || fail "the recovered image lacks the written-back data"
+cmp <(dd if="$T/export" bs=64k skip=64 count=16 status=none) "$T/d1" || fail "the recovered image lost older data"
+echo PASS
