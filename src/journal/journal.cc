@@ -270,6 +270,11 @@ Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* a
   AlignedBuffer piece(static_cast<size_t>(std::min<uint64_t>(u.data_len, kPiece)));
   uint32_t crc = 0;
   for (uint64_t at = 0; at < u.data_len; at += piece.size()) {
+    // Stopping here leaves no entry (its header is not written): the unit
+    // is simply done again later. A large unit spends seconds here.
+    if (abort != nullptr && abort->load(std::memory_order_relaxed)) {
+      return Status::Failed("writeback stopped for unmount");
+    }
     const size_t len = static_cast<size_t>(std::min<uint64_t>(u.data_len - at, piece.size()));
     WBFS_RETURN_IF_ERROR(u.data->Read(at, piece.data(), len));
     crc = crc32c::Extend(crc, piece.data(), len);

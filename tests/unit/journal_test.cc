@@ -3,6 +3,7 @@
 // image at some flush point).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <algorithm>
 #include <cstring>
@@ -152,6 +153,26 @@ TEST_CASE("journal: an entry larger than the pieces it is written and checked in
     REQUIRE(std::equal(data.begin() + static_cast<long>(k * (4 << 20)), data.begin() + static_cast<long>((k + 1) * (4 << 20)),
                        bd->durable.begin() + static_cast<long>(k * (6 << 20))));
   }
+}
+
+TEST_CASE("journal: an unmount while an entry's data is written leaves no entry and the backing as it was") {
+  auto jd = std::make_shared<MemDisk>(4 << 20, "journal");
+  auto bd = std::make_shared<MemDisk>(kBacking, "backing");
+  auto j = OpenJournal(jd);
+  TestUnit a(0, 8192, 0xA1, 1);
+  std::atomic<bool> abort{true};
+  const Status st = j->Write(*Dev(bd), a.u, &abort);
+  CHECK(st.code() == Status::Code::kFailed);
+  CHECK_FALSE(j->pending());
+  CHECK(bd->writes == 0);
+  j.reset();
+  auto j2 = OpenJournal(jd);
+  auto rep = j2->Recover(*Dev(bd));
+  REQUIRE(rep.ok());
+  CHECK_FALSE(rep.value().replayed);
+  abort = false;
+  REQUIRE(j2->Write(*Dev(bd), a.u, &abort).ok());  // done again later
+  CHECK(bd->data[0] == 0xA1);
 }
 
 TEST_CASE("journal: a crash after the entry is durable replays it; a torn entry changes nothing") {
