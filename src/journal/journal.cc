@@ -288,7 +288,12 @@ Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* a
   bytes_written_ += header.size() + u.data_len;
   WBFS_RETURN_IF_ERROR(dev_->Sync());
   pending_ = true;
-  WBFS_RETURN_IF_ERROR(ApplyUnit(backing, u, abort, fill, stats));
+  // Committed: the apply runs to its end even if an unmount asks to stop.
+  // Stopping would only move the rest of the work to the next mount, which
+  // must apply the entry before it serves (reading it back from the
+  // journal's disk): with units of half the log that made a mount after
+  // an unmount under pressure take seconds.
+  WBFS_RETURN_IF_ERROR(ApplyUnit(backing, u, nullptr, fill, stats));
   format::JournalState s = state_;
   s.applied_entry = h.seq;
   s.point = u.point;

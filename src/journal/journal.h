@@ -107,6 +107,8 @@ class Journal {
 
   // Journals, applies and retires `u`. After a failure in the apply step
   // the entry stays pending: the next call (or Recover) applies it first.
+  // *abort stops it only while the entry is being written (then there is
+  // no entry); once the entry is durable the apply is finished.
   Status Write(Device& backing, const Unit& u, const std::atomic<bool>* abort,
                const FillPolicy& fill = {}, ApplyStats* stats = nullptr);
 
