@@ -1,6 +1,7 @@
 #include "engine/writeback.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "util/aligned_buffer.h"
 #include "util/crc32c.h"
@@ -9,8 +10,20 @@ namespace wbfs::wb {
 
 using format::kBlockSize;
 
+CacheData::CacheData(Device& cache, const format::Superblock& sb, const std::vector<Piece>& pieces,
+                     const Plan* plan, const uint8_t* mem)
+    : cache_(cache), sb_(sb), pieces_(pieces), mem_(mem) {
+  if (mem_ == nullptr) return;
+  ring_base_.assign(sb.nr_segments, -1);
+  for (const Range& r : plan->ranges) {
+    ring_base_[r.ring] = static_cast<int64_t>(r.data) - static_cast<int64_t>(size_t{r.from} * kBlockSize);
+  }
+}
+
+// With mem_, the offset in it rather than in the cache.
 uint64_t CacheData::CacheOffset(const Piece& p) const {
   const uint32_t ring = p.slot / format::kBlocksPerSegment, pos = p.slot % format::kBlocksPerSegment;
+  if (mem_ != nullptr) return static_cast<uint64_t>(ring_base_[ring]) + uint64_t{pos} * kBlockSize + p.from;
   return format::SegmentBlockOffset(sb_, uint64_t{ring} + 1, pos) + p.from;
 }
 
@@ -32,7 +45,8 @@ Status CacheData::Read(uint64_t at, uint8_t* dst, size_t len) {
       n += std::min<size_t>(len - n, next->len);
       it = next;
     }
-    WBFS_RETURN_IF_ERROR(cache_.ReadAt(off, dst, n));
+    if (mem_ != nullptr) std::memcpy(dst, mem_ + off, n);
+    else WBFS_RETURN_IF_ERROR(cache_.ReadAt(off, dst, n));
     dst += n;
     at += n;
     len -= n;
@@ -43,24 +57,30 @@ Status CacheData::Read(uint64_t at, uint8_t* dst, size_t len) {
 
 namespace {
 
-// Reads the unit's segments from the cache, one range at a time, and
-// checks every net block against its checksum.
-Status Verify(Device& cache, const format::Superblock& sb, Plan* plan, bool leave_out, std::vector<Item>* bad) {
+// Checks every net block against its checksum: in `mem` (the unit read
+// whole), or reading the unit's segments from the cache one range at a
+// time.
+Status Verify(Device& cache, const format::Superblock& sb, Plan* plan, const uint8_t* mem, bool leave_out,
+              std::vector<Item>* bad) {
   std::vector<Item*> order;  // the net items by where they lie in the ranges
   for (Item& it : plan->net) {
     if (!it.dropped) order.push_back(&it);
   }
   std::sort(order.begin(), order.end(), [](const Item* a, const Item* b) { return a->data < b->data; });
-  AlignedBuffer buf(format::kSegmentSize);
+  AlignedBuffer buf(mem == nullptr ? format::kSegmentSize : 0);
   size_t k = 0;
   for (const Range& r : plan->ranges) {
     const size_t len = size_t{r.to - r.from} * kBlockSize;
     std::vector<Item*> in;
     while (k < order.size() && order[k]->data < r.data + len) in.push_back(order[k++]);
     if (in.empty()) continue;
-    WBFS_RETURN_IF_ERROR(cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), buf.data(), len));
+    const uint8_t* at = mem + r.data;
+    if (mem == nullptr) {
+      WBFS_RETURN_IF_ERROR(cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), buf.data(), len));
+      at = buf.data();
+    }
     const std::vector<Item> b = CheckData(
-        in, [&](const Item& it) { return crc32c::Value(buf.data() + (it.data - r.data), kBlockSize); }, leave_out);
+        in, [&](const Item& it) { return crc32c::Value(at + (it.data - r.data), kBlockSize); }, leave_out);
     bad->insert(bad->end(), b.begin(), b.end());
   }
   return Status::OK();
@@ -71,11 +91,21 @@ Status Verify(Device& cache, const format::Superblock& sb, Plan* plan, bool leav
 Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const format::Superblock& sb,
             Plan* plan, const RunOptions& o, const std::atomic<bool>* abort) {
   Outcome out;
+  AlignedBuffer mem;
+  if (plan->total <= o.memory_unit) {
+    mem.Reset(plan->total);
+    for (const Range& r : plan->ranges) {
+      out.st = cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), mem.data() + r.data,
+                            size_t{r.to - r.from} * kBlockSize);
+      if (!out.st.ok()) return out;
+    }
+  }
+  const uint8_t* m = plan->total <= o.memory_unit ? mem.data() : nullptr;
   // What reaches the backing is verified first: a block that fails its
   // checksum stops the unit (nothing is applied, the block stays dirty),
   // or with accept_loss is left out (the backing keeps its older copy).
   if (o.verify) {
-    out.st = Verify(cache, sb, plan, o.accept_loss, &out.bad);
+    out.st = Verify(cache, sb, plan, m, o.accept_loss, &out.bad);
     if (!out.st.ok()) return out;
     if (!out.bad.empty() && !o.accept_loss) {
       out.st = Status::Corruption(std::to_string(out.bad.size()) +
@@ -87,7 +117,7 @@ Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const for
   }
   std::vector<Piece> pieces;
   journal::Unit unit = Pack(*plan, &pieces);
-  CacheData data(cache, sb, pieces);
+  CacheData data(cache, sb, pieces, plan, m);
   unit.data = &data;
   out.empty = unit.runs.empty() && unit.punches.empty();
   if (out.empty) return out;

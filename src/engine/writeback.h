@@ -27,10 +27,17 @@
 
 namespace wbfs::wb {
 
+// Units whose data is at most this many bytes are read from the cache once
+// and kept in memory (the usual units of nr_max_batched_writeback segments);
+// larger ones (under pressure) are read as the journal and the apply need
+// them, which reads the cache up to three times but bounds the memory.
+constexpr size_t kMemoryUnit = 64 << 20;
+
 struct RunOptions {
   bool verify = false;       // the cache has per-block checksums: check what is read
   bool accept_loss = false;  // a block failing its checksum is left out instead of stopping the unit
   journal::FillPolicy fill;
+  size_t memory_unit = kMemoryUnit;  // see kMemoryUnit
 };
 
 // What Run did.
@@ -43,10 +50,12 @@ struct Outcome {
 
 // A unit's data as Pack laid it out, read from the cache: neighbouring
 // pieces that lie next to each other in the cache are read in one call.
+// With `mem` (the unit's ranges read into memory at item.data offsets, see
+// Plan) it is copied from there instead.
 class CacheData final : public journal::UnitData {
  public:
-  CacheData(Device& cache, const format::Superblock& sb, const std::vector<Piece>& pieces)
-      : cache_(cache), sb_(sb), pieces_(pieces) {}
+  CacheData(Device& cache, const format::Superblock& sb, const std::vector<Piece>& pieces,
+            const Plan* plan = nullptr, const uint8_t* mem = nullptr);
   Status Read(uint64_t at, uint8_t* dst, size_t len) override;
 
  private:
@@ -55,7 +64,10 @@ class CacheData final : public journal::UnitData {
   Device& cache_;
   const format::Superblock& sb_;
   const std::vector<Piece>& pieces_;
+  const uint8_t* mem_;
+  std::vector<int64_t> ring_base_;  // with mem_: where position 0 of a ring slot would lie in it
 };
+
 
 // The unit's I/O. The caller made its chunks durable on the cache and
 // pinned the segments it reads; `journal` may be null (writeback without a

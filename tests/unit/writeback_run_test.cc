@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "engine/block_index.h"
@@ -65,6 +66,8 @@ TEST_CASE("wb::Run applies the unit's blocks read from the cache") {
   UnitRig r;
   Plan plan = r.MakePlan();
   RunOptions o;
+  SUBCASE("the unit held in memory") { o.memory_unit = kMemoryUnit; }
+  SUBCASE("the unit read as needed") { o.memory_unit = 0; }
   o.verify = true;
   const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, o, nullptr);
   REQUIRE(out.st.ok());
@@ -81,6 +84,8 @@ TEST_CASE("wb::Run: a block that fails its checksum stops the unit before the ba
   r.CorruptCacheBlock(2);
   Plan plan = r.MakePlan();
   RunOptions o;
+  SUBCASE("the unit held in memory") { o.memory_unit = kMemoryUnit; }
+  SUBCASE("the unit read as needed") { o.memory_unit = 0; }
   o.verify = true;
   const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, o, nullptr);
   CHECK(out.st.code() == Status::Code::kCorruption);
@@ -95,6 +100,8 @@ TEST_CASE("wb::Run with accept_loss leaves the bad block out and applies the res
   r.CorruptCacheBlock(2);
   Plan plan = r.MakePlan();
   RunOptions o;
+  SUBCASE("the unit held in memory") { o.memory_unit = kMemoryUnit; }
+  SUBCASE("the unit read as needed") { o.memory_unit = 0; }
   o.verify = true;
   o.accept_loss = true;
   const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, o, nullptr);
@@ -146,18 +153,25 @@ TEST_CASE("wb::CacheData reads a unit's data from the cache, neighbours in one r
 }
 
 TEST_CASE("wb::Run reports a failed cache read and a failed backing write") {
-  UnitRig r;
-  Plan plan = r.MakePlan();
-  SUBCASE("cache read") {
-    r.cache_disk->fail_read_after = 0;
-    const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, RunOptions{}, nullptr);
-    CHECK_FALSE(out.st.ok());
-    CHECK(r.backing_disk->writes == 0);
-  }
-  SUBCASE("backing write") {
-    r.backing_disk->fail_write_after = 0;
-    const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, RunOptions{}, nullptr);
-    CHECK_FALSE(out.st.ok());
+  for (size_t memory_unit : {kMemoryUnit, size_t{0}}) {  // the unit held in memory, or read as needed
+    CAPTURE(memory_unit);
+    RunOptions o;
+    o.memory_unit = memory_unit;
+    {
+      UnitRig r;
+      Plan plan = r.MakePlan();
+      r.cache_disk->fail_read_after = 0;
+      const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, o, nullptr);
+      CHECK_FALSE(out.st.ok());
+      CHECK(r.backing_disk->writes == 0);
+    }
+    {
+      UnitRig r;
+      Plan plan = r.MakePlan();
+      r.backing_disk->fail_write_after = 0;
+      const Outcome out = Run(r.cache, r.backing, nullptr, r.meta.sb, &plan, o, nullptr);
+      CHECK_FALSE(out.st.ok());
+    }
   }
 }
 
