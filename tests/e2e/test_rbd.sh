@@ -5,7 +5,8 @@
 # refused naming the holder; after writeback, `rbd export` is what was
 # written; a cache of image A is refused over image B of the same size; a
 # size that is not a multiple of 4096, an unknown pool or image, and a
-# journal image of another image are refused with nothing created; a
+# journal image of another image, an image without the exclusive-lock
+# feature and an unreachable cluster are refused with nothing created; a
 # discard frees space on RBD; with the cache deleted after kill -9,
 # `wbfs recover --backing rbd:...` leaves the image at its flush point.
 . "$(dirname "$0")/lib.sh"
@@ -28,6 +29,7 @@ export CEPH_CONF=$CLUSTER/ceph.conf
 
 MNT2=$T/mnt2
 mkdir -p "$MNT2"
+_mounts+=("$MNT2")  # unmounted by cleanup if a broken build lets a second mount in
 truncate -s 32M "$T/cache.img" "$T/cache2.img" "$T/cache3.img"
 rbd create --size 64M rbd/img
 rbd create --size 64M rbd/other
@@ -65,6 +67,7 @@ identity="rbd:fsid=$(ceph fsid)/pool=$pool_id/image=$(rbd info --format json rbd
   fail "the journal image is not tagged with the backing's identity $identity"
 dd if="$T/d1" of="$MNT/image" bs=64k seek=64 oflag=direct conv=notrunc,fsync status=none
 pid=$(daemon_pid)
+[ -n "$pid" ] || fail "no daemon"
 
 # --- A second mount of the same image is refused, naming the holder.
 expect_exit 1 "pid $pid" "$WBFS" mount --backing rbd:rbd/img --cache "$T/cache2.img" "$MNT2"
@@ -102,7 +105,15 @@ expect_exit 2 "not a multiple of 4096" "$WBFS" mount --backing rbd:rbd/odd --cac
 expect_exit 2 "no pool 'nopool'" "$WBFS" mount --backing rbd:nopool/img --cache "$T/cache3.img" "$MNT"
 expect_exit 2 "no image 'nope'" "$WBFS" mount --backing rbd:rbd/nope --cache "$T/cache3.img" "$MNT"
 expect_exit 2 "rbd:POOL/IMAGE" "$WBFS" mount --backing rbd:rbd --cache "$T/cache3.img" "$MNT"
-[ "$(rbd ls | sort | tr '\n' ' ')" = "img img.wbfs-journal odd other " ] || fail "images after refusals: $(rbd ls)"
+rbd create --size 64M --image-feature layering rbd/nolock
+expect_exit 2 "lacks the exclusive-lock feature" "$WBFS" mount --backing rbd:rbd/nolock --cache "$T/cache3.img" "$MNT"
+# An unreachable cluster: refused after the 10 s timeout, not a hang.
+printf '[global]\nmon host = 127.0.0.1:1\nauth client required = none\n' >"$T/nowhere.conf"
+t0=$(date +%s)
+expect_exit 1 "did not answer within 10 s" "$WBFS" mount --ceph-conf "$T/nowhere.conf" --backing rbd:rbd/img \
+  --cache "$T/cache3.img" "$MNT"
+[ $(($(date +%s) - t0)) -le 20 ] || fail "an unreachable cluster took $(($(date +%s) - t0)) s to refuse"
+[ "$(rbd ls | sort | tr '\n' ' ')" = "img img.wbfs-journal nolock odd other " ] || fail "images after refusals: $(rbd ls)"
 cmp -s "$T/cache3.img" <(head -c $((32 << 20)) /dev/zero) || fail "a refused mount wrote to the cache"
 
 # --- A journal image that belongs to another image is refused.
