@@ -7,7 +7,8 @@
 # size that is not a multiple of 4096, an unknown pool or image, and a
 # journal image of another image, an image without the exclusive-lock
 # feature and an unreachable cluster are refused with nothing created; a
-# discard frees space on RBD; with the cache deleted after kill -9,
+# discard frees space on RBD; offline writeback of a dead mount's cache
+# reaches RBD; with the cache deleted after kill -9,
 # `wbfs recover --backing rbd:...` leaves the image at its flush point.
 . "$(dirname "$0")/lib.sh"
 for c in ceph-mon ceph-osd ceph rbd uuidgen python3; do
@@ -36,20 +37,21 @@ rbd create --size 64M rbd/other
 
 rmount() { "$WBFS" mount --backing rbd:rbd/img --cache "$T/cache.img" "$@" "$MNT"; }
 # After a kill -9 the dead client holds the image's exclusive lock until
-# its watch times out; librbd then breaks it for the next client. Retries
-# while the image is "in use" and prints how long that took.
-rmount_after_kill() {
+# its watch times out; librbd then breaks it for the next client. Runs a
+# command again while the image is "in use" (its stdout in $T/out) and
+# prints how long that took.
+retry_in_use() {
   local t0 rc=0
   t0=$(date +%s%3N)
   for _ in $(seq 1 120); do
     rc=0
-    rmount 2>"$T/stderr" || rc=$?
+    "$@" >"$T/out" 2>"$T/stderr" || rc=$?
     [ $rc = 0 ] && break
-    grep -q "is in use" "$T/stderr" || fail "remount: $(cat "$T/stderr")"
+    grep -q "is in use" "$T/stderr" || fail "'$*': $(cat "$T/stderr")"
     sleep 0.5
   done
-  [ $rc = 0 ] || fail "the dead mount's lock was never broken: $(cat "$T/stderr")"
-  echo "the dead client's lock was broken after $(($(date +%s%3N) - t0)) ms"
+  [ $rc = 0 ] || fail "the dead client's lock was never broken: $(cat "$T/stderr")"
+  echo "$2: the dead client's lock was broken after $(($(date +%s%3N) - t0)) ms"
 }
 used() { rbd du --format json "rbd/$1" | jq '.images[0].used_size'; }
 export_img() {
@@ -77,7 +79,7 @@ mountpoint -q "$MNT2" && fail "the second mount went ahead"
 
 kill_daemon
 "$WBFS" umount "$MNT"
-rmount_after_kill
+retry_in_use "$WBFS" mount --backing rbd:rbd/img --cache "$T/cache.img" "$MNT"
 cmp <(dd if="$MNT/image" bs=64k skip=64 count=16 status=none) "$T/d1" || fail "fsynced data lost by kill -9"
 
 # --- After writeback and unmount the image alone holds the data.
@@ -146,6 +148,17 @@ export_img
 cmp <(dd if="$T/export" bs=1M skip=32 count=16 status=none) <(head -c $((16 << 20)) /dev/zero) ||
   fail "the punched range is not zero on RBD"
 
+# --- Offline writeback of a dead mount's dirty cache (any host can, with the cache file).
+head -c $((1 << 20)) /dev/urandom >"$T/d3"
+rmount -o writeback_threshold=0
+dd if="$T/d3" of="$MNT/image" bs=64k seek=896 oflag=direct conv=notrunc,fsync status=none
+[ "$("$WBFS" status "$MNT" --json | jq .nr_dirty_cache_blocks)" -ge 256 ] || fail "nothing dirty to write back"
+kill_daemon
+"$WBFS" umount "$MNT"
+retry_in_use "$WBFS" writeback --backing rbd:rbd/img --cache "$T/cache.img"
+export_img
+cmp <(dd if="$T/export" bs=64k skip=896 count=16 status=none) "$T/d3" || fail "offline writeback did not reach RBD"
+
 # --- The cache lost after kill -9: recover from any host needs only the cluster.
 head -c $((2 << 20)) /dev/urandom >"$T/d2"
 rmount
@@ -154,16 +167,9 @@ dd if="$T/d2" of="$MNT/image" bs=64k seek=256 oflag=direct conv=notrunc,fsync st
 kill_daemon
 "$WBFS" umount "$MNT"
 rm -f "$T/cache.img"
-t0=$(date +%s%3N)
-for _ in $(seq 1 120); do
-  rc=0
-  "$WBFS" recover --backing rbd:rbd/img >"$T/recover.out" 2>"$T/stderr" || rc=$?
-  [ $rc = 0 ] && break
-  grep -q "is in use" "$T/stderr" || fail "recover: $(cat "$T/stderr")"
-  sleep 0.5
-done
-[ $rc = 0 ] || fail "recover never got the lock: $(cat "$T/stderr")"
-echo "recover ran after $(($(date +%s%3N) - t0)) ms: $(tail -n 1 "$T/recover.out")"
+retry_in_use "$WBFS" recover --backing rbd:rbd/img
+cp "$T/out" "$T/recover.out"
+echo "recover: $(tail -n 1 "$T/recover.out")"
 grep -q "is the image as of flush point" "$T/recover.out" || fail "recover names no flush point: $(cat "$T/recover.out")"
 export_img
 cmp <(dd if="$T/export" bs=64k skip=256 count=32 status=none) "$T/d2" || fail "the recovered image lacks the written-back data"
