@@ -4,12 +4,13 @@
 # fsync + kill -9 + remount keeps the data; a second mount of the image is
 # refused naming the holder; after writeback, `rbd export` is what was
 # written; a cache of image A is refused over image B of the same size; a
-# size that is not a multiple of 4096, an unknown pool or image, and a
-# journal image of another image, an image without the exclusive-lock
-# feature and an unreachable cluster are refused with nothing created; a
+# size that is not a multiple of 4096, an unknown pool or image, a journal
+# image of another image, an image without the exclusive-lock feature and
+# an unreachable cluster are refused with nothing created; a
 # discard frees space on RBD; offline writeback of a dead mount's cache
 # reaches RBD; with the cache deleted after kill -9,
-# `wbfs recover --backing rbd:...` leaves the image at its flush point.
+# `wbfs recover --backing rbd:...` leaves the image at its flush point;
+# fio verify through the mount, then from RBD alone through a new cache.
 . "$(dirname "$0")/lib.sh"
 for c in ceph-mon ceph-osd ceph rbd uuidgen python3; do
   command -v "$c" >/dev/null || skip "needs $c (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common uuid-runtime)"
@@ -174,4 +175,61 @@ grep -q "is the image as of flush point" "$T/recover.out" || fail "recover names
 export_img
 cmp <(dd if="$T/export" bs=64k skip=256 count=32 status=none) "$T/d2" || fail "the recovered image lacks the written-back data"
 cmp <(dd if="$T/export" bs=64k skip=64 count=16 status=none) "$T/d1" || fail "the recovered image lost older data"
+# --- fio verify (libaio QD32, four jobs) through the mount; then, after
+# writeback, verified again through a new, empty cache: from RBD alone.
+if command -v fio >/dev/null; then
+  rbd create --size 64M rbd/fio
+  truncate -s 8M "$T/cache4.img"
+  "$WBFS" mount --backing rbd:rbd/fio --cache "$T/cache4.img" "$MNT"
+  cat >"$T/job.fio" <<EOJ
+[global]
+filename=$MNT/image
+direct=1
+ioengine=libaio
+iodepth=32
+verify=crc32c
+verify_fatal=1
+randrepeat=1
+[strided0]
+rw=write
+bs=4k
+size=16m
+offset=0
+zonemode=strided
+zonesize=4k
+zoneskip=4k
+[strided1]
+rw=write
+bs=4k
+size=16m
+offset=4k
+zonemode=strided
+zonesize=4k
+zoneskip=4k
+[rand0]
+rw=randwrite
+bsrange=4k-256k
+size=16m
+offset=32m
+[rand1]
+rw=randwrite
+bsrange=4k-256k
+size=16m
+offset=48m
+EOJ
+  t0=$(date +%s%3N)
+  fio --output="$T/fio.out" "$T/job.fio" || { cat "$T/fio.out"; fail "fio verification failed"; }
+  grep -q "err= 0" "$T/fio.out" || fail "fio reported errors"
+  "$WBFS" message "$MNT" drop_caches >/dev/null
+  wbfs_umount
+  rm -f "$T/cache4.img"
+  truncate -s 8M "$T/cache4.img"
+  "$WBFS" mount --backing rbd:rbd/fio --cache "$T/cache4.img" "$MNT"
+  fio --output="$T/fio2.out" --verify_only "$T/job.fio" || { cat "$T/fio2.out"; fail "verify from RBD alone failed"; }
+  wbfs_umount
+  echo "fio: written, written back and verified from RBD in $(($(date +%s%3N) - t0)) ms"
+else
+  [ "${WBFS_E2E_REQUIRED:-0}" = 1 ] && fail "needs fio"
+  echo "SKIP (fio section): needs fio" >&2
+fi
 echo PASS
