@@ -323,7 +323,8 @@ class RbdDevice final : public Device {
 
 // Opens `s` in `pool`: checks the size and (for a writer) the lock
 // feature before anything is written, then takes the lock.
-Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec& s, const DeviceOptions& o) {
+Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec& s, const DeviceOptions& o,
+                                       const BackingOptions* bo) {
   const std::string uri = RbdUri(s);
   auto img = OpenImage(*pool, s, o.read_only);
   if (!img.ok()) return img.status();
@@ -363,6 +364,27 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
                                      (s.ns.empty() ? "" : s.ns + "/") + s.image + " exclusive-lock)");
     }
     r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
+    if ((r == -EROFS || r == -EBUSY || r == -EAGAIN) && bo != nullptr && bo->break_lock) {
+      const std::string holder = HolderText(im);
+      rbd_lock_mode_t mode;
+      char* owners[8];
+      size_t n = 8;
+      // -ENOENT: the lock went away meanwhile; nothing to break.
+      int err = 0;
+      const int g = rbd_lock_get_owners(im, &mode, owners, &n);
+      if (g == 0) {
+        for (size_t i = 0; i < n; i++) {
+          const int b = rbd_lock_break(im, RBD_LOCK_MODE_EXCLUSIVE, owners[i]);
+          if (b < 0 && b != -ENOENT && err == 0) err = b;
+        }
+        rbd_lock_get_owners_cleanup(owners, n);
+      } else if (g != -ENOENT) {
+        err = g;
+      }
+      if (err < 0) return Status::IOError(uri + ": cannot break the lock of " + holder + ": " + ErrText(err), -err);
+      r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
+      if (r == 0 && bo->broken_holder != nullptr) *bo->broken_holder = holder;
+    }
     if (r < 0) {
       if (r == -EROFS || r == -EBUSY || r == -EAGAIN) {
         return Status::Busy(uri + " is in use: its exclusive lock is held by " + HolderText(im) +
@@ -383,7 +405,7 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
 Result<std::unique_ptr<Device>> OpenRbdDevice(const RbdSpec& spec, const BackingOptions& o) {
   auto pool = Pool::Open(spec, o);
   if (!pool.ok()) return pool.status();
-  auto d = OpenOn(std::move(pool.value()), spec, o.device);
+  auto d = OpenOn(std::move(pool.value()), spec, o.device, &o);
   if (!d.ok() && d.status().code() == Status::Code::kNotFound) {
     return Status::InvalidArgument(d.status().message());  // a wrong name: a usage error
   }
@@ -442,7 +464,7 @@ Result<std::unique_ptr<Device>> OpenRbdJournal(const RbdSpec& j, const BackingOp
   // The backing's lock keeps other writers out of its journal too.
   DeviceOptions d;
   d.exclusive = false;
-  auto dev = OpenOn(std::move(pool.value()), j, d);
+  auto dev = OpenOn(std::move(pool.value()), j, d, nullptr);
   if (!dev.ok() && *created) {
     (void)RemoveRbdJournal(j, o);
     *created = false;

@@ -38,3 +38,15 @@ retry_in_use() {
   [ $rc = 0 ] || fail "the dead client's lock was never broken: $(cat "$T/stderr")"
   echo "$2: the dead client's lock was broken after $(($(date +%s%3N) - t0)) ms"
 }
+
+# A ceph command, again on failure: now and then, soon after the cluster
+# started, the monitor refused a client's command with EPERM ("problem
+# getting command descriptions", its "wrong fsid" check).
+ceph_retry() {
+  local i
+  for i in 1 2 3 4 5; do
+    ceph "$@" 2>"$T/ceph.err" && return 0
+    sleep 1
+  done
+  fail "ceph $*: $(cat "$T/ceph.err")"
+}

@@ -6,9 +6,10 @@
 # written; a cache of image A is refused over image B of the same size; a
 # size that is not a multiple of 4096, an unknown pool or image, a journal
 # image of another image, an image without the exclusive-lock feature and
-# an unreachable cluster are refused with nothing created; a
-# discard frees space on RBD; offline writeback of a dead mount's cache
-# reaches RBD; with the cache deleted after kill -9,
+# an unreachable cluster are refused with nothing created; a discard
+# frees space on RBD; offline writeback of a dead mount's cache reaches
+# RBD; recover is refused while a mount holds the lock, and --break-lock
+# breaks it (fencing that mount); with the cache deleted after kill -9,
 # `wbfs recover --backing rbd:...` leaves the image at its flush point;
 # fio verify through the mount, then from RBD alone through a new cache.
 . "$(dirname "$0")/rbd_lib.sh"
@@ -31,8 +32,8 @@ export_img() {
 head -c $((1 << 20)) /dev/urandom >"$T/d1"
 rmount
 rbd ls | grep -qx img.wbfs-journal || fail "no journal image img.wbfs-journal"
-pool_id=$(ceph osd pool ls detail --format json | jq '.[] | select(.pool_name == "rbd") | .pool_id')
-identity="rbd:fsid=$(ceph fsid)/pool=$pool_id/image=$(rbd info --format json rbd/img | jq -r .id)"
+pool_id=$(ceph_retry osd pool ls detail --format json | jq '.[] | select(.pool_name == "rbd") | .pool_id')
+identity="rbd:fsid=$(ceph_retry fsid)/pool=$pool_id/image=$(rbd info --format json rbd/img | jq -r .id)"
 [ "$(rbd image-meta get rbd/img.wbfs-journal wbfs.backing_id)" = "$identity" ] ||
   fail "the journal image is not tagged with the backing's identity $identity"
 dd if="$T/d1" of="$MNT/image" bs=64k seek=64 oflag=direct conv=notrunc,fsync status=none
@@ -127,16 +128,25 @@ retry_in_use "$WBFS" writeback --backing rbd:rbd/img --cache "$T/cache.img"
 export_img
 cmp <(dd if="$T/export" bs=64k skip=896 count=16 status=none) "$T/d3" || fail "offline writeback did not reach RBD"
 
-# --- The cache lost after kill -9: recover from any host needs only the cluster.
+# --- Breaking a holder's lock, then the cache lost after kill -9: recover
+# needs only the cluster.
 head -c $((2 << 20)) /dev/urandom >"$T/d2"
 rmount
+pid=$(daemon_pid)
 dd if="$T/d2" of="$MNT/image" bs=64k seek=256 oflag=direct conv=notrunc,fsync status=none
 "$WBFS" message "$MNT" drop_caches >/dev/null   # a flush point on the backing
+# While the mount holds the lock, recover is refused naming it; with
+# --break-lock it breaks the lock (the mount is blocklisted: fenced) and
+# says what that discards.
+expect_exit 1 "is in use.*pid $pid" "$WBFS" recover --backing rbd:rbd/img
+"$WBFS" recover --backing rbd:rbd/img --break-lock >"$T/break.out" 2>"$T/stderr" ||
+  fail "recover --break-lock: $(cat "$T/stderr")"
+grep -q "broke the exclusive lock of the client .*pid $pid.*not written back is not in the image" "$T/break.out" ||
+  fail "recover --break-lock does not say whose lock it broke and what that loses: $(cat "$T/break.out")"
 kill_daemon
 "$WBFS" umount "$MNT"
 rm -f "$T/cache.img"
-retry_in_use "$WBFS" recover --backing rbd:rbd/img
-cp "$T/out" "$T/recover.out"
+"$WBFS" recover --backing rbd:rbd/img >"$T/recover.out" 2>"$T/stderr" || fail "recover: $(cat "$T/stderr")"
 echo "recover: $(tail -n 1 "$T/recover.out")"
 grep -q "is the image as of flush point" "$T/recover.out" || fail "recover names no flush point: $(cat "$T/recover.out")"
 export_img
