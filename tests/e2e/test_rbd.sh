@@ -195,6 +195,7 @@ size=16m
 offset=48m
 EOJ
   t0=$(date +%s%3N)
+  cd "$T"  # fio leaves its verify state files in the working directory
   fio --output="$T/fio.out" "$T/job.fio" || { cat "$T/fio.out"; fail "fio verification failed"; }
   grep -q "err= 0" "$T/fio.out" || fail "fio reported errors"
   "$WBFS" message "$MNT" drop_caches >/dev/null
