@@ -560,16 +560,21 @@ int CmdWriteback(const std::vector<std::string>& args) {
 int CmdRecover(const std::vector<std::string>& args) {
   const char* usage =
       "usage: wbfs recover --backing PATH|rbd:POOL/IMAGE [--journal PATH|rbd:POOL/IMAGE]\n"
-      "                    [--ceph-conf FILE] [--ceph-client-id ID] [--json]\n"
+      "                    [--ceph-conf FILE] [--ceph-client-id ID] [--break-lock] [--json]\n"
       "\n"
       "Without the cache: applies the writeback unit a crash interrupted, if the\n"
       "journal holds one, so that the backing alone is the image as it was at the\n"
       "flush point the journal names. Use it when the cache is lost; a mount with\n"
       "the cache does the same by itself. The journal defaults to BACKING.wbfs-journal\n"
       "(for an rbd: backing, the image IMAGE.wbfs-journal next to it: any host with\n"
-      "access to the cluster can recover).\n";
+      "access to the cluster can recover).\n"
+      "\n"
+      "--break-lock (rbd: only): when another client holds the image's exclusive\n"
+      "lock (a dead host's mount, until librbd breaks it by itself about 30 s after\n"
+      "its death), break it: that client is blocklisted and can never write to the\n"
+      "image again, and what its cache held that was not written back is lost.\n";
   Args a;
-  if (int rc = ParseCommand(args, "recover", usage, {"--json"},
+  if (int rc = ParseCommand(args, "recover", usage, {"--json", "--break-lock"},
                             {"--backing", "--journal", "--ceph-conf", "--ceph-client-id"}, &a);
       rc >= 0) {
     return rc;
@@ -581,11 +586,21 @@ int CmdRecover(const std::vector<std::string>& args) {
     std::cerr << usage;
     return kExitUsage;
   }
-  const BackingOptions bo = CephOptions(a.Value("--ceph-conf"), a.Value("--ceph-client-id"));
+  BackingOptions bo = CephOptions(a.Value("--ceph-conf"), a.Value("--ceph-client-id"));
   const bool rbd = IsRbdUri(backing_path);
   if (!rbd && IsRbdUri(journal_path)) return Fail(kExitUsage, "recover: an rbd: journal needs an rbd: backing");
+  if (!rbd && a.Has("--break-lock")) return Fail(kExitUsage, "recover: --break-lock is for an rbd: backing");
+  std::string broken;
+  bo.break_lock = a.Has("--break-lock");
+  bo.broken_holder = &broken;
   auto backing = OpenBackingOffline(backing_path, bo);
   if (!backing.ok()) return OpenFail(backing.status());
+  if (!broken.empty()) {
+    std::fprintf(json ? stderr : stdout,
+                 "recover: broke the exclusive lock of %s: that client can no longer write to %s, and "
+                 "what its cache held that was not written back is not in the image\n",
+                 broken.c_str(), backing_path.c_str());
+  }
   Result<std::unique_ptr<Device>> dev = std::unique_ptr<Device>();
   if (rbd) {
     auto spec = RbdJournalSpec(journal_path, backing_path);

@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "io/backing.h"
 #include "util/clock.h"
 
 namespace wbfs::cli {
@@ -83,6 +84,9 @@ void PrintStatus(const ctl::StatusReply& r, FILE* out) {
   row("mountpoint", ctl::TextForJson(r.mountpoint));
   row("daemon pid", std::to_string(r.pid));
   row("backing", ctl::TextForJson(r.backing));
+  // The daemon takes the image's exclusive lock at mount and holds it
+  // until it exits (src/io/rbd_device.cc).
+  if (IsRbdUri(r.backing)) row("backing lock", "RBD exclusive lock, taken by this daemon at mount");
   row("cache", ctl::TextForJson(r.cache));
   if (!r.log.empty()) row("log", ctl::TextForJson(r.log));
   row("state", s.failed ? "FAILED: " + s.error : "ok");

@@ -44,6 +44,13 @@ struct BackingOptions {
   std::string ceph_conf;
   // The client's id (client.ID, its keyring entry); "" = "admin".
   std::string ceph_client_id;
+  // RBD, `exclusive`: when another client holds the image's lock, break it
+  // (librbd blocklists that client, so it can never write to the image
+  // again) and take it, instead of refusing. What the holder's cache held
+  // that was not written back is then lost for this image. If
+  // `broken_holder` is set, it receives the holder's description.
+  bool break_lock = false;
+  std::string* broken_holder = nullptr;
 };
 
 // Opens a backing by path or rbd: URI.

@@ -3,11 +3,12 @@
 // it, IMAGE.wbfs-journal). The only code in wbfs that calls librados or
 // librbd.
 //
-// This first version uses librbd's synchronous calls (rbd_read, rbd_write,
-// rbd_flush, rbd_write_zeroes): every call waits for the cluster, so
-// writeback and read misses get the queue depth of the threads that call
-// in, not more. The asynchronous calls (rbd_aio_*) would buy queue depth
-// for writeback windows and reads; they are not used yet.
+// Every Device call waits for the cluster before it returns (the Device
+// interface is synchronous): queue depth across calls is that of the
+// threads calling in. Within one call, a transfer larger than a RADOS
+// object (a writeback window, a replay read) is split at object
+// boundaries and its pieces are in flight together (rbd_aio_read /
+// rbd_aio_write); flush and zeroing stay synchronous calls.
 //
 // librbd's own cache is turned off for our handle (rbd_cache=false): the
 // SSD cache above is the cache, and with librbd's write-back cache a
@@ -235,12 +236,13 @@ std::string SelfText() {
 class RbdDevice final : public Device {
  public:
   RbdDevice(std::shared_ptr<Pool> pool, rbd_image_t img, std::string uri, std::string identity,
-            uint64_t size, bool locked)
+            uint64_t size, uint64_t obj_size, bool locked)
       : pool_(std::move(pool)),
         img_(img),
         uri_(std::move(uri)),
         identity_(std::move(identity)),
         size_(size),
+        obj_size_(obj_size),
         locked_(locked) {}
   ~RbdDevice() override {
     if (locked_) {
@@ -253,32 +255,13 @@ class RbdDevice final : public Device {
 
   Status ReadAt(uint64_t off, void* buf, size_t len) override {
     BusyTimer t(&busy_ns_);
-    char* p = static_cast<char*>(buf);
-    while (len > 0) {
-      const size_t n = std::min(len, kMaxCall);
-      const ssize_t r = rbd_read(img_, off, n, p);
-      if (r < 0) return Status::IOError(uri_ + ": read at offset " + std::to_string(off) + ": " + ErrText(static_cast<int>(r)), static_cast<int>(-r));
-      if (r == 0) return Status::IOError(uri_ + ": short read at offset " + std::to_string(off), EIO);
-      p += r;
-      off += static_cast<uint64_t>(r);
-      len -= static_cast<size_t>(r);
-    }
-    return Status::OK();
+    return Transfer(off, static_cast<char*>(buf), len, false);
   }
 
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
     BusyTimer t(&busy_ns_);
-    const char* p = static_cast<const char*>(buf);
-    while (len > 0) {
-      const size_t n = std::min(len, kMaxCall);
-      const ssize_t r = rbd_write(img_, off, n, p);
-      if (r < 0) return Status::IOError(uri_ + ": write at offset " + std::to_string(off) + ": " + ErrText(static_cast<int>(r)), static_cast<int>(-r));
-      if (r == 0) return Status::IOError(uri_ + ": short write at offset " + std::to_string(off), EIO);
-      p += r;
-      off += static_cast<uint64_t>(r);
-      len -= static_cast<size_t>(r);
-    }
-    return Status::OK();
+    // librbd's write calls take a const buffer; Transfer only reads it here.
+    return Transfer(off, const_cast<char*>(static_cast<const char*>(buf)), len, true);
   }
 
   Status Sync() override {
@@ -312,18 +295,74 @@ class RbdDevice final : public Device {
   std::string BusySource() const override { return "time in wbfs's own librbd calls"; }
 
  private:
+  // One read or write. A transfer within one RADOS object is one
+  // synchronous call; a larger one (a writeback window, a replay read) is
+  // split at object boundaries and the pieces are issued together with
+  // rbd_aio_read / rbd_aio_write, so that the OSDs work on them at once
+  // rather than one round trip after another. Every piece is waited for,
+  // also after a failure (its buffer is the caller's); the first error is
+  // returned.
+  Status Transfer(uint64_t off, char* p, size_t len, bool write) {
+    const char* what = write ? "write" : "read";
+    auto fail = [&](uint64_t at, ssize_t r) {
+      if (r >= 0) return Status::IOError(uri_ + ": short " + what + " at offset " + std::to_string(at), EIO);
+      return Status::IOError(uri_ + ": " + what + " at offset " + std::to_string(at) + ": " +
+                                 ErrText(static_cast<int>(r)),
+                             static_cast<int>(-r));
+    };
+    if (off % obj_size_ + len <= obj_size_) {
+      const ssize_t r = write ? rbd_write(img_, off, len, p) : rbd_read(img_, off, len, p);
+      return r == static_cast<ssize_t>(len) ? Status::OK() : fail(off, r);
+    }
+    struct Piece {
+      rbd_completion_t c;
+      uint64_t off;
+      size_t len;
+    };
+    std::vector<Piece> pieces;
+    Status st;
+    while (len > 0) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(len, obj_size_ - off % obj_size_));
+      rbd_completion_t c = nullptr;
+      int r = rbd_aio_create_completion(nullptr, nullptr, &c);
+      if (r == 0) {
+        r = write ? rbd_aio_write(img_, off, n, p, c) : rbd_aio_read(img_, off, n, p, c);
+        if (r < 0) rbd_aio_release(c);
+      }
+      if (r < 0) {
+        st = fail(off, r);
+        break;
+      }
+      pieces.push_back({c, off, n});
+      off += n;
+      p += n;
+      len -= n;
+    }
+    for (const Piece& x : pieces) {
+      rbd_aio_wait_for_complete(x.c);
+      const ssize_t r = rbd_aio_get_return_value(x.c);
+      rbd_aio_release(x.c);
+      // A write completes with 0 or its length, a read with its length.
+      const bool ok = r == static_cast<ssize_t>(x.len) || (write && r == 0);
+      if (!ok && st.ok()) st = fail(x.off, r);
+    }
+    return st;
+  }
+
   const std::shared_ptr<Pool> pool_;  // outlives img_
   const rbd_image_t img_;
   const std::string uri_;
   const std::string identity_;
   const uint64_t size_;
+  const uint64_t obj_size_;  // bytes per RADOS object (4 MiB by default)
   const bool locked_;
   std::atomic<uint64_t> busy_ns_{0};
 };
 
 // Opens `s` in `pool`: checks the size and (for a writer) the lock
 // feature before anything is written, then takes the lock.
-Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec& s, const DeviceOptions& o) {
+Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec& s, const DeviceOptions& o,
+                                       const BackingOptions* bo) {
   const std::string uri = RbdUri(s);
   auto img = OpenImage(*pool, s, o.read_only);
   if (!img.ok()) return img.status();
@@ -342,6 +381,10 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
     return Status::InvalidArgument(uri + ": the image's size, " + std::to_string(size) +
                                    " bytes, is not a multiple of 4096 (rbd resize it)");
   }
+  rbd_image_info_t info;
+  r = rbd_stat(im, &info, sizeof(info));
+  if (r < 0) return Status::IOError(uri + ": cannot stat the image: " + ErrText(r), -r);
+  const uint64_t obj_size = info.obj_size > 0 ? info.obj_size : uint64_t{4} << 20;
   char idbuf[64] = "";
   r = rbd_get_id(im, idbuf, sizeof(idbuf));
   if (r < 0) return Status::IOError(uri + ": cannot read the image's id: " + ErrText(r), -r);
@@ -363,6 +406,27 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
                                      (s.ns.empty() ? "" : s.ns + "/") + s.image + " exclusive-lock)");
     }
     r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
+    if ((r == -EROFS || r == -EBUSY || r == -EAGAIN) && bo != nullptr && bo->break_lock) {
+      const std::string holder = HolderText(im);
+      rbd_lock_mode_t mode;
+      char* owners[8];
+      size_t n = 8;
+      // -ENOENT: the lock went away meanwhile; nothing to break.
+      int err = 0;
+      const int g = rbd_lock_get_owners(im, &mode, owners, &n);
+      if (g == 0) {
+        for (size_t i = 0; i < n; i++) {
+          const int b = rbd_lock_break(im, RBD_LOCK_MODE_EXCLUSIVE, owners[i]);
+          if (b < 0 && b != -ENOENT && err == 0) err = b;
+        }
+        rbd_lock_get_owners_cleanup(owners, n);
+      } else if (g != -ENOENT) {
+        err = g;
+      }
+      if (err < 0) return Status::IOError(uri + ": cannot break the lock of " + holder + ": " + ErrText(err), -err);
+      r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
+      if (r == 0 && bo->broken_holder != nullptr) *bo->broken_holder = holder;
+    }
     if (r < 0) {
       if (r == -EROFS || r == -EBUSY || r == -EAGAIN) {
         return Status::Busy(uri + " is in use: its exclusive lock is held by " + HolderText(im) +
@@ -375,7 +439,7 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
     (void)rbd_metadata_set(im, kRbdHolderKey, SelfText().c_str());
   }
   closer.armed = false;
-  return std::unique_ptr<Device>(new RbdDevice(std::move(pool), im, uri, std::move(identity), size, lock));
+  return std::unique_ptr<Device>(new RbdDevice(std::move(pool), im, uri, std::move(identity), size, obj_size, lock));
 }
 
 }  // namespace
@@ -383,7 +447,7 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
 Result<std::unique_ptr<Device>> OpenRbdDevice(const RbdSpec& spec, const BackingOptions& o) {
   auto pool = Pool::Open(spec, o);
   if (!pool.ok()) return pool.status();
-  auto d = OpenOn(std::move(pool.value()), spec, o.device);
+  auto d = OpenOn(std::move(pool.value()), spec, o.device, &o);
   if (!d.ok() && d.status().code() == Status::Code::kNotFound) {
     return Status::InvalidArgument(d.status().message());  // a wrong name: a usage error
   }
@@ -442,7 +506,7 @@ Result<std::unique_ptr<Device>> OpenRbdJournal(const RbdSpec& j, const BackingOp
   // The backing's lock keeps other writers out of its journal too.
   DeviceOptions d;
   d.exclusive = false;
-  auto dev = OpenOn(std::move(pool.value()), j, d);
+  auto dev = OpenOn(std::move(pool.value()), j, d, nullptr);
   if (!dev.ok() && *created) {
     (void)RemoveRbdJournal(j, o);
     *created = false;
