@@ -17,8 +17,9 @@ namespace wbfs::engine_detail {
 // ---------------------------------------------------------------- writeback
 
 // The log is full: a writer needs the slot of segment `needed`. It waits
-// anyway, so it gets every sealed segment in one unit, not just `needed`
-// (nor nr_max_batched_writeback of them): one backing sync per unit, and
+// anyway, so it gets the oldest sealed segments in one unit of up to
+// policy::kPressureUnits times nr_max_batched_writeback, not just `needed`:
+// one backing sync per unit, and
 // the unit as dense as the log can make it, so that the writeback windows
 // join its scattered blocks into large sequential I/O instead of a seek
 // per block (one-segment units made streaming through a full cache pay a
@@ -30,7 +31,8 @@ Status EngineImpl::WritebackUrgent(uint64_t needed) {
   st_.nr_writeback_waits++;
   cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
   if (needed <= last_writeback_id_) return Status::OK();
-  return WritebackLocked(log_.last_sealed_id(), false, nr_segments_);
+  return WritebackLocked(log_.last_sealed_id(), false,
+                         static_cast<uint64_t>(tun_.nr_max_batched_writeback) * policy::kPressureUnits);
 }
 
 Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) {
@@ -284,6 +286,7 @@ policy::Inputs EngineImpl::PolicyInputsLocked() const {
   in.used = log_.last_seg_id() - last_writeback_id_;
   in.sealed_waiting = log_.last_sealed_id() > last_writeback_id_;
   in.batch = BatchLocked();
+  in.batch_cap = static_cast<uint64_t>(tun_.nr_max_batched_writeback);
   in.oldest_ms = OldestUnappliedMsLocked();
   in.now_ms = WallClockMs();
   in.idle_drain_ms = opts_.idle_drain_ms;

@@ -21,7 +21,10 @@ Decision Decide(const Inputs& in, bool* low_room) {
     // dense enough for the writeback windows to join its runs into large
     // sequential I/O. And no further than half, so that under load
     // foreground I/O keeps the backing the rest of the time.
-    if (*low_room) d.batch = std::max<uint64_t>(1, in.used - std::min(in.used, in.nr_segments / 2));
+    if (*low_room) {
+      d.batch = std::max<uint64_t>(1, in.used - std::min(in.used, in.nr_segments / 2));
+      d.batch = std::min(d.batch, in.batch_cap * kPressureUnits);
+    }
   } else if (in.threshold > 0 && in.utilization < in.threshold) {
     // Nothing sealed waits and the backing is idle: the changes in the
     // segment being filled go too once the oldest is idle_drain_ms old (a

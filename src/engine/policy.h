@@ -18,11 +18,20 @@ struct Inputs {
   uint64_t used = 0;             // segments not written back (the one being filled included)
   bool sealed_waiting = false;   // a sealed segment is not written back
   uint64_t batch = 1;            // the adaptive batch (segments)
+  uint64_t batch_cap = 32;       // nr_max_batched_writeback
   uint64_t oldest_ms = 0;        // wall clock of the oldest change only on the cache; 0: none
   uint64_t now_ms = 0;
   uint64_t idle_drain_ms = 0;
   int64_t max_dirty_age_s = 0;   // 0: off
 };
+
+// Units under pressure take at most this many times nr_max_batched_writeback
+// segments: dense enough for the windows to join scattered blocks on an
+// HDD, while a waiting writer's stall stays bounded (a unit of a whole
+// 768 MiB log on a fast backing stalled random writers for seconds: the
+// windows rewrite the gaps of the whole image, which a fast disk does not
+// need).
+constexpr uint64_t kPressureUnits = 8;
 
 struct Decision {
   bool want = false;

@@ -51,7 +51,7 @@ TEST_CASE("policy: an idle backing gets the sealed segments, a busy one only und
   CHECK_FALSE(d.want);
 }
 
-TEST_CASE("policy: under the water mark a unit takes the log down to half, beyond nr_max_batched_writeback") {
+TEST_CASE("policy: under the water mark a unit takes the log down to half, up to 8 x nr_max_batched_writeback") {
   bool low = false;
   Inputs in = Base();
   in.nr_segments = 1000;
@@ -61,8 +61,10 @@ TEST_CASE("policy: under the water mark a unit takes the log down to half, beyon
     const Decision d = Decide(in, &low);
     CHECK(low);
     CHECK(d.want);
-    CHECK(d.batch == 400);  // one dense unit, not units of 32 scattered segments
+    CHECK(d.batch == 256);  // one dense unit (at most 8 x 32), not units of 32 scattered segments
   }
+  in.used = 600;
+  CHECK(Decide(in, &low).batch == 100);  // down to half
   in.used = 300;  // room again: the mark clears, units are capped again
   in.utilization = 0;
   const Decision d = Decide(in, &low);
