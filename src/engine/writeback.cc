@@ -74,10 +74,11 @@ Status Verify(Device& cache, const format::Superblock& sb, Plan* plan, const uin
     std::vector<Item*> in;
     while (k < order.size() && order[k]->data < r.data + len) in.push_back(order[k++]);
     if (in.empty()) continue;
-    const uint8_t* at = mem + r.data;
-    if (mem == nullptr) {
+    const uint8_t* at = buf.data();
+    if (mem != nullptr) {
+      at = mem + r.data;
+    } else {
       WBFS_RETURN_IF_ERROR(cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), buf.data(), len));
-      at = buf.data();
     }
     const std::vector<Item> b = CheckData(
         in, [&](const Item& it) { return crc32c::Value(at + (it.data - r.data), kBlockSize); }, leave_out);
@@ -92,6 +93,7 @@ Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const for
             Plan* plan, const RunOptions& o, const std::atomic<bool>* abort) {
   Outcome out;
   AlignedBuffer mem;
+  const uint8_t* m = nullptr;  // the unit's data read whole, if it is small enough
   if (plan->total <= o.memory_unit) {
     mem.Reset(plan->total);
     for (const Range& r : plan->ranges) {
@@ -99,8 +101,8 @@ Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const for
                             size_t{r.to - r.from} * kBlockSize);
       if (!out.st.ok()) return out;
     }
+    m = mem.data();
   }
-  const uint8_t* m = plan->total <= o.memory_unit ? mem.data() : nullptr;
   // What reaches the backing is verified first: a block that fails its
   // checksum stops the unit (nothing is applied, the block stays dirty),
   // or with accept_loss is left out (the backing keeps its older copy).
