@@ -33,6 +33,7 @@
 #include <memory>
 #include <sstream>
 
+#include "io/busy_timer.h"
 #include "wbfs/device.h"
 
 namespace wbfs {
@@ -43,21 +44,6 @@ constexpr size_t kBulk = 128 << 10;
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
-};
-
-// Measures the time spent inside one call into the busy counter.
-class BusyTimer {
- public:
-  explicit BusyTimer(std::atomic<uint64_t>* ns) : ns_(ns), t0_(std::chrono::steady_clock::now()) {}
-  ~BusyTimer() {
-    auto d = std::chrono::steady_clock::now() - t0_;
-    ns_->fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()),
-                   std::memory_order_relaxed);
-  }
-
- private:
-  std::atomic<uint64_t>* ns_;
-  std::chrono::steady_clock::time_point t0_;
 };
 
 class PosixDevice final : public Device {

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "io/backing.h"
+#include "io/busy_timer.h"
 #include "wbfs/format.h"
 
 namespace wbfs {
@@ -49,20 +50,6 @@ constexpr int kTimeoutSecs = 10;
 constexpr size_t kMaxCall = 64 << 20;  // bytes per librbd call (its length is an int inside)
 
 std::string ErrText(int r) { return std::strerror(r < 0 ? -r : r); }
-
-class BusyTimer {
- public:
-  explicit BusyTimer(std::atomic<uint64_t>* ns) : ns_(ns), t0_(std::chrono::steady_clock::now()) {}
-  ~BusyTimer() {
-    auto d = std::chrono::steady_clock::now() - t0_;
-    ns_->fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()),
-                   std::memory_order_relaxed);
-  }
-
- private:
-  std::atomic<uint64_t>* ns_;
-  std::chrono::steady_clock::time_point t0_;
-};
 
 // One connection to a cluster and one pool (and namespace) in it.
 class Pool {
