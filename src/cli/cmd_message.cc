@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/command_line.h"
 #include "cli/control.h"
 #include "wbfs/tunables.h"
 

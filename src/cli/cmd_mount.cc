@@ -21,6 +21,7 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/command_line.h"
 #include "cli/control.h"
 #include "ctl/ctl.h"
 #include "ctl/protocol.h"

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/command_line.h"
 #include "cli/control.h"
 
 namespace wbfs::cli {

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/config.h"
+#include "cli/command_line.h"
 #include "cli/control.h"
 
 namespace wbfs::cli {

@@ -30,6 +30,15 @@ Result<RbdSpec> RbdJournalSpec(const std::string& setting, const std::string& ba
 
 namespace {
 
+// journal=none with a journal left by an earlier mount: its interrupted
+// unit is applied, then it stops vouching for the backing.
+Status RetireJournal(std::unique_ptr<Device> dev, Device& backing) {
+  auto j = journal::Journal::Open(std::move(dev), backing.Size());
+  if (!j.ok()) return j.status();
+  WBFS_RETURN_IF_ERROR(j.value()->Recover(backing).status());
+  return j.value()->Forget();
+}
+
 // The journal of an rbd: backing: an image in the cluster (see
 // OpenRbdJournal), never a file on this host.
 Result<std::unique_ptr<Device>> OpenRbdJournalFor(const std::string& setting, const std::string& backing_uri,
@@ -45,10 +54,7 @@ Result<std::unique_ptr<Device>> OpenRbdJournalFor(const std::string& setting, co
     bool made = false;
     auto dev = OpenRbdJournal(spec.value(), bo, backing.Identity(), false, &made);
     if (!dev.ok()) return dev.status();
-    auto j = journal::Journal::Open(std::move(dev.value()), backing.Size());
-    if (!j.ok()) return j.status();
-    WBFS_RETURN_IF_ERROR(j.value()->Recover(backing).status());
-    WBFS_RETURN_IF_ERROR(j.value()->Forget());
+    WBFS_RETURN_IF_ERROR(RetireJournal(std::move(dev.value()), backing));
     return std::unique_ptr<Device>();
   }
   return OpenRbdJournal(spec.value(), bo, backing.Identity(), true, created);
@@ -79,10 +85,7 @@ Result<std::unique_ptr<Device>> OpenJournalFor(const std::string& setting,
     if (::stat(old.c_str(), &st) == 0) {
       auto dev = OpenPosixDevice(old, DeviceOptions{});
       if (!dev.ok()) return dev.status();
-      auto j = journal::Journal::Open(std::move(dev.value()), backing.Size());
-      if (!j.ok()) return j.status();
-      WBFS_RETURN_IF_ERROR(j.value()->Recover(backing).status());
-      WBFS_RETURN_IF_ERROR(j.value()->Forget());
+      WBFS_RETURN_IF_ERROR(RetireJournal(std::move(dev.value()), backing));
     }
     return std::unique_ptr<Device>();
   }

@@ -78,7 +78,7 @@ expect_check 1 "INCONSISTENT" "$T/garbage.img"
 expect_exit 1 "dirty blocks" "$WBFS" format "$T/cache.img"
 expect_exit 1 "does not hold a wbfs cache" "$WBFS" format "$T/garbage.img"
 cmp -s "$T/cache.img" "$T/cache.orig" || fail "a refused format changed the cache"
-expect_exit 2 "unknown option" "$WBFS" check "$T/cache.img" --bogus
+expect_exit 2 "unrecognised option" "$WBFS" check "$T/cache.img" --bogus
 expect_exit 2 "No such file" "$WBFS" check "$T/nope.img"
 expect_exit 2 "segment id" "$WBFS" dump "$T/cache.img" --segment x
 
