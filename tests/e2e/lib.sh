@@ -115,3 +115,97 @@ remount_fsck() {
   loop_attach
   e2fsck -fn "$LOOPDEV" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors"; }
 }
+
+# --- The fio verify job (test_fio_verify.sh, test_rbd.sh) on $MNT/image:
+# NSTRIDED strided writers sharing one range (writer i writes every
+# NSTRIDED-th 4 KiB block from block i, SIZE in all), so that they hit the
+# same blocks' neighbours and segments at once while no byte is written by
+# two of them (fio cannot verify bytes that two jobs race on); and two
+# random writers of mixed sizes up to 256 KiB, RSIZE each, from ROFF on.
+# fio_verify_job FILE NSTRIDED SIZE RSIZE ROFF (sizes in MiB)
+fio_verify_job() {
+  local f=$1 n=$2 size=$3 rsize=$4 roff=$5 i
+  printf '[global]\nfilename=%s\ndirect=1\nioengine=libaio\niodepth=32\nverify=crc32c\nverify_fatal=1\nrandrepeat=1\n' \
+    "$MNT/image" >"$f"
+  for i in $(seq 0 $((n - 1))); do
+    printf '[strided%d]\nrw=write\nbs=4k\nsize=%dm\noffset=%dk\nzonemode=strided\nzonesize=4k\nzoneskip=%dk\n' \
+      "$i" "$size" $((i * 4)) $(((n - 1) * 4)) >>"$f"
+  done
+  for i in 0 1; do
+    printf '[rand%d]\nrw=randwrite\nbsrange=4k-256k\nsize=%dm\noffset=%dm\n' "$i" "$rsize" $((roff + i * rsize)) >>"$f"
+  done
+}
+# fio_verify_run JOB OUT WHAT [FIO-OPTIONS...]: runs the job (in $T, where
+# fio leaves its verify state); any error fails the test with WHAT.
+fio_verify_run() {
+  local job=$1 out=$2 what=$3
+  shift 3
+  (cd "$T" && fio --output="$out" "$@" "$job") || { cat "$out"; fail "$what"; }
+  grep -q "err= 0" "$out" || { cat "$out"; fail "$what: fio reported errors"; }
+}
+
+# --- Losing the SSD (test_lose_cache.sh, test_rbd_lose_cache.sh).
+# lose_cache_sources: 300 random files $T/src/f1..f300; `src I` names the
+# content of file I.
+lose_cache_sources() {
+  mkdir -p "$T/src" "$T/fs"
+  local i
+  for i in $(seq 1 300); do head -c $(( (RANDOM % 64 + 1) * 4096 )) /dev/urandom >"$T/src/f$i"; done
+}
+src() { echo "$T/src/f$(( ($1 - 1) % 300 + 1 ))"; }
+# lose_cache_workload MIN_SECONDS: on the mounted image, ext4 on a loop
+# device; 30 files made durable and written back (drop_caches), then more
+# files with a sync every 5 until, MIN_SECONDS to MIN_SECONDS+4 s later,
+# the daemon is killed (its status saved in $T/status.out just before) and
+# the cache file deleted. Leaves the dead mount to the caller.
+lose_cache_workload() {
+  local dev writer i
+  loop_attach
+  dev=$LOOPDEV
+  mkfs.ext4 -q -F "$dev"
+  mount "$dev" "$T/fs"
+  _mounts+=("$T/fs")
+  for i in $(seq 1 30); do cp "$T/src/f$i" "$T/fs/f$i"; done
+  sync
+  "$WBFS" message "$MNT" drop_caches >/dev/null
+  [ "$("$WBFS" status "$MNT" --json | jq .nr_dirty_cache_blocks)" = 0 ] || fail "drop_caches left dirty blocks"
+  (
+    for i in $(seq 31 20000); do
+      cp "$(src "$i")" "$T/fs/f$i" 2>/dev/null || exit 0
+      [ $((i % 5)) = 0 ] && { sync 2>/dev/null || exit 0; }
+    done
+  ) &
+  writer=$!
+  sleep "$(( RANDOM % 4 + $1 )).$(( RANDOM % 10 ))"
+  "$WBFS" status "$MNT" >"$T/status.out" || true
+  kill_daemon
+  rm -f "$T/cache.img"
+  wait "$writer" || true
+  umount -l "$T/fs" 2>/dev/null || true
+  _mounts=()
+  loop_detach "$dev"
+}
+# check_recovered IMG: e2fsck passes (after ext4's own journal replay), the
+# 30 files written back before the loss are whole, and every later file
+# present is a prefix of its content (the workload only appends).
+check_recovered() {
+  local i size later=0
+  e2fsck -E journal_only -y "$1" >"$T/fsck0.out" 2>&1 || true
+  e2fsck -fn "$1" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck found errors after recovery"; }
+  loop_attach_file "$1" -r
+  mount -o ro "$LOOPDEV" "$T/fs"
+  _mounts+=("$T/fs")
+  for i in $(seq 1 30); do
+    cmp -s "$T/src/f$i" "$T/fs/f$i" || fail "f$i, written back before the loss, is missing or differs"
+  done
+  for i in $(seq 31 20000); do
+    [ -e "$T/fs/f$i" ] || continue
+    size=$(stat -c %s "$T/fs/f$i")
+    cmp -s -n "$size" "$(src "$i")" "$T/fs/f$i" || fail "f$i holds data it never had"
+    later=$((later + 1))
+  done
+  echo "recovered: 30 early files whole, $later later files present (prefixes of their content)"
+  umount "$T/fs"
+  _mounts=()
+  loop_detach "$LOOPDEV"
+}

@@ -176,52 +176,15 @@ if command -v fio >/dev/null; then
   rbd create --size 64M rbd/fio
   truncate -s 8M "$T/cache4.img"
   "$WBFS" mount --backing rbd:rbd/fio --cache "$T/cache4.img" "$MNT"
-  cat >"$T/job.fio" <<EOJ
-[global]
-filename=$MNT/image
-direct=1
-ioengine=libaio
-iodepth=32
-verify=crc32c
-verify_fatal=1
-randrepeat=1
-[strided0]
-rw=write
-bs=4k
-size=16m
-offset=0
-zonemode=strided
-zonesize=4k
-zoneskip=4k
-[strided1]
-rw=write
-bs=4k
-size=16m
-offset=4k
-zonemode=strided
-zonesize=4k
-zoneskip=4k
-[rand0]
-rw=randwrite
-bsrange=4k-256k
-size=16m
-offset=32m
-[rand1]
-rw=randwrite
-bsrange=4k-256k
-size=16m
-offset=48m
-EOJ
+  fio_verify_job "$T/job.fio" 2 16 16 32
   t0=$(date +%s%3N)
-  cd "$T"  # fio leaves its verify state files in the working directory
-  fio --output="$T/fio.out" "$T/job.fio" || { cat "$T/fio.out"; fail "fio verification failed"; }
-  grep -q "err= 0" "$T/fio.out" || fail "fio reported errors"
+  fio_verify_run "$T/job.fio" "$T/fio.out" "fio verification failed"
   "$WBFS" message "$MNT" drop_caches >/dev/null
   wbfs_umount
   rm -f "$T/cache4.img"
   truncate -s 8M "$T/cache4.img"
   "$WBFS" mount --backing rbd:rbd/fio --cache "$T/cache4.img" "$MNT"
-  fio --output="$T/fio2.out" --verify_only "$T/job.fio" || { cat "$T/fio2.out"; fail "verify from RBD alone failed"; }
+  fio_verify_run "$T/job.fio" "$T/fio2.out" "verify from RBD alone failed" --verify_only
   wbfs_umount
   echo "fio: written, written back and verified from RBD in $(($(date +%s%3N) - t0)) ms"
 else
