@@ -69,6 +69,15 @@ struct EngineOptions {
   // old, sealing it: fsynced data reaches the backing within seconds on an
   // idle system, not only when the segment fills.
   uint32_t idle_drain_ms = 1000;
+  // A writer waiting for room (the log full of dirty data) while writeback
+  // fails with an I/O error (a backing that times out, a network store
+  // that is briefly away, a full file system) keeps trying, with pauses
+  // from 250 ms doubling to 4 s, for this long before its write fails with
+  // the backing's error: a transient outage is a pause to the user, not an
+  // I/O error; a backing that stays away is an error within a bounded
+  // time, not a hang. 0: the first failure fails the write (and always
+  // without threads: nothing could change meanwhile).
+  uint32_t room_retry_ms = 30000;
   // Recovery after data loss on the cache: a cached block that fails its
   // checksum is skipped by writeback (the backing keeps its older copy of
   // that block) instead of stopping writeback with the block kept dirty.

@@ -27,12 +27,24 @@ namespace wbfs::engine_detail {
 // the cache as it is needed (wb::CacheData), so its size costs no memory.
 // A unit the background thread has under way may free the slot first: then
 // there is nothing to do.
+// A unit that fails with an I/O error is tried again for
+// EngineOptions::room_retry_ms before the writer gets the error.
 Status EngineImpl::WritebackUrgent(uint64_t needed) {
   st_.nr_writeback_waits++;
-  cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
-  if (needed <= last_writeback_id_) return Status::OK();
-  return WritebackLocked(log_.last_sealed_id(), false,
-                         static_cast<uint64_t>(tun_.nr_max_batched_writeback) * policy::kPressureUnits);
+  const uint64_t start = MonotonicMs();
+  uint64_t pause = 250;
+  for (;;) {
+    cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
+    if (needed <= last_writeback_id_) return Status::OK();
+    Status st = WritebackLocked(log_.last_sealed_id(), false,
+                                static_cast<uint64_t>(tun_.nr_max_batched_writeback) * policy::kPressureUnits);
+    if (st.ok() || st.code() != Status::Code::kIOError || !opts_.threads) return st;
+    const uint64_t waited = MonotonicMs() - start;
+    if (waited >= opts_.room_retry_ms) return st;
+    const auto nap = std::chrono::milliseconds(std::min<uint64_t>(pause, opts_.room_retry_ms - waited));
+    if (cv_.wait_for(mu_, nap, [&]() REQUIRES(mu_) { return closed_ || failed_ || stop_; })) return st;
+    pause = std::min<uint64_t>(pause * 2, 4000);
+  }
 }
 
 Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) {

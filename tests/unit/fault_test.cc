@@ -1,12 +1,15 @@
 // I/O errors: what fails, what keeps working, what is logged.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "support/engine_rig.h"
 #include "support/mem_device.h"
+#include "util/clock.h"
 #include "wbfs/engine.h"
 #include "wbfs/format.h"
 
@@ -56,6 +59,7 @@ TEST_CASE("a failed cache read fails that read only") {
 
 TEST_CASE("a failed backing write in writeback keeps the blocks dirty, and is retried") {
   FaultRig r;
+  r.opts.room_retry_ms = 300;  // a writer waiting for room gives up after 0.3 s
   r.Open();
   r.backing->fail_write_after = 0;
   // Fill the log until it must wrap: the write that needs room fails.
@@ -76,6 +80,29 @@ TEST_CASE("a failed backing write in writeback keeps the blocks dirty, and is re
   r.backing->ClearFaults();
   for (int k = 0; k < 600; k++) REQUIRE(r.TryWrite(uint64_t(k % 1500) * 4096, 4096).ok());
   CHECK(r.Logged("writeback works again") == 1);
+  REQUIRE(r.e->WritebackAll().ok());
+  REQUIRE(r.e->Close().ok());
+  CHECK(r.backing->data == r.model);
+}
+
+TEST_CASE("a writer waiting for room waits out a backing outage shorter than room_retry_ms") {
+  FaultRig r;
+  r.opts.room_retry_ms = 20000;
+  r.Open();
+  r.backing->fail_write_after = 0;  // the backing is away for 0.6 s
+  std::thread back([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    r.backing->ClearFaults();
+  });
+  const uint64_t t0 = MonotonicMs();
+  Status st;
+  for (int i = 0; i < 2000 && st.ok(); i++) st = r.TryWrite(uint64_t(i % 1500) * 4096, 4096);
+  back.join();
+  CHECK(st.ok());  // not one write failed
+  CHECK(MonotonicMs() - t0 >= 500);  // the writer did wait for the backing
+  CHECK(r.e->Stats().nr_writeback_waits > 0);
+  CHECK(r.Logged("writeback failed") == 1);
+  CHECK(r.Matches(0, 1500 * 4096));
   REQUIRE(r.e->WritebackAll().ok());
   REQUIRE(r.e->Close().ok());
   CHECK(r.backing->data == r.model);
