@@ -56,6 +56,28 @@ class Device {
   virtual uint64_t BusyMillis() const { return 0; }
   // Where BusyMillis comes from, for status.
   virtual std::string BusySource() const { return "none"; }
+
+  // How many writes the device gains from having in flight at once. 1 (a
+  // local disk: its queue is the kernel's, and one writer's sequential
+  // calls already keep it busy); a network store (RBD), whose every call
+  // is a round trip, says more. ApplyUnit hands that many to WriteBatch.
+  virtual size_t QueueDepth() const { return 1; }
+  struct Write {
+    uint64_t off;
+    const void* buf;
+    size_t len;
+  };
+  // Writes n disjoint ranges, which may be in flight together and land in
+  // any order; returns once every one has finished (the buffers are the
+  // caller's): OK, or the first failure. Nothing is durable until Sync().
+  // Default: one WriteAt after another.
+  virtual Status WriteBatch(const Write* w, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+      Status st = WriteAt(w[i].off, w[i].buf, w[i].len);
+      if (!st.ok()) return st;
+    }
+    return Status::OK();
+  }
 };
 
 struct DeviceOptions {

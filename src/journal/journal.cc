@@ -16,6 +16,8 @@ namespace {
 // Journal I/O moves data in pieces of at most this many bytes: the RAM a
 // unit needs while it is journaled or its entry checked.
 constexpr size_t kPiece = 8 << 20;
+// The RAM ApplyUnit's batch of writes may hold (see QueueDepth).
+constexpr size_t kBatchBytes = 32 << 20;
 
 // The data of the entry at the journal's entry offset, `base` bytes in.
 class EntryData final : public UnitData {
@@ -67,14 +69,36 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
   // writes, ENOSPC on a nearly full file system). The runs ascend, so the
   // last extent asked about answers most questions (HoleCursor).
   HoleCursor holes_of_backing(backing);
-  // One buffer serves windows and single runs: as large as a window, or
+  // A buffer serves a window or a single run: as large as a window, or
   // the largest run if that is larger (up to kPiece; a longer run is
   // written a piece at a time).
   uint64_t longest = 0;
   for (const format::ByteRange& r : u.runs) longest = std::max(longest, r.length);
   const size_t buf_len = static_cast<size_t>(
       std::max<uint64_t>(fill.max_gap > 0 ? fill.max_window : 0, std::min<uint64_t>(longest, kPiece)));
-  AlignedBuffer window;
+  // Writes go out in batches of up to `depth`, each in a buffer of its
+  // own: the backing's QueueDepth (1 for a disk: one write after another,
+  // as ever), within kBatchBytes of RAM. Within a unit the writes are
+  // disjoint, and a crash before the unit's sync (once, at the end) has
+  // the whole unit applied again (from the journal, or from the cache
+  // that still holds it), so their order does not matter.
+  const size_t depth = buf_len == 0 ? 1 : std::clamp<size_t>(kBatchBytes / buf_len, 1, std::max<size_t>(1, backing.QueueDepth()));
+  std::vector<AlignedBuffer> bufs(depth);
+  std::vector<Device::Write> batch;
+  batch.reserve(depth);
+  auto next_buffer = [&] {
+    AlignedBuffer& b = bufs[batch.size()];
+    if (b.size() == 0) b.Reset(buf_len);
+    return b.data();
+  };
+  auto submit = [&](uint64_t off, const uint8_t* p, size_t len) {
+    batch.push_back({off, p, len});
+    s.writes++;
+    if (batch.size() < depth) return Status::OK();
+    Status st = backing.WriteBatch(batch.data(), batch.size());
+    batch.clear();
+    return st;
+  };
   const size_t n = u.runs.size();
   uint64_t at = 0;  // of runs[i] in u.data
   for (size_t i = 0; i < n;) {
@@ -90,14 +114,13 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
       }
       end = r.offset + r.length;
     }
-    if (window.size() == 0 && buf_len > 0) window.Reset(buf_len);
     if (j == i + 1) {
       const format::ByteRange& r = u.runs[i];
       for (uint64_t done = 0; done < r.length;) {
-        const size_t len = static_cast<size_t>(std::min<uint64_t>(r.length - done, window.size()));
-        WBFS_RETURN_IF_ERROR(u.data->Read(at + done, window.data(), len));
-        WBFS_RETURN_IF_ERROR(backing.WriteAt(r.offset + done, window.data(), len));
-        s.writes++;
+        const size_t len = static_cast<size_t>(std::min<uint64_t>(r.length - done, buf_len));
+        uint8_t* p = next_buffer();
+        WBFS_RETURN_IF_ERROR(u.data->Read(at + done, p, len));
+        WBFS_RETURN_IF_ERROR(submit(r.offset + done, p, len));
         done += len;
       }
       s.bytes_written += r.length;
@@ -106,19 +129,20 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
       continue;
     }
     const size_t span = static_cast<size_t>(end - start);
-    WBFS_RETURN_IF_ERROR(backing.ReadAt(start, window.data(), span));
+    uint8_t* p = next_buffer();
+    WBFS_RETURN_IF_ERROR(backing.ReadAt(start, p, span));
     uint64_t data = 0;
     for (; i < j; i++) {
       const format::ByteRange& r = u.runs[i];
-      WBFS_RETURN_IF_ERROR(u.data->Read(at, window.data() + (r.offset - start), static_cast<size_t>(r.length)));
+      WBFS_RETURN_IF_ERROR(u.data->Read(at, p + (r.offset - start), static_cast<size_t>(r.length)));
       at += r.length;
       data += r.length;
     }
-    WBFS_RETURN_IF_ERROR(backing.WriteAt(start, window.data(), span));
+    WBFS_RETURN_IF_ERROR(submit(start, p, span));
     s.bytes_written += span;
     s.bytes_filled += span - data;
-    s.writes++;
   }
+  if (!batch.empty()) WBFS_RETURN_IF_ERROR(backing.WriteBatch(batch.data(), batch.size()));
   return backing.Sync();
 }
 
