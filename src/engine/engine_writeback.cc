@@ -27,19 +27,21 @@ namespace wbfs::engine_detail {
 // the cache as it is needed (wb::CacheData), so its size costs no memory.
 // A unit the background thread has under way may free the slot first: then
 // there is nothing to do.
-// A unit that fails with an I/O error is tried again for
-// EngineOptions::room_retry_ms before the writer gets the error.
+// A unit that fails with an I/O error is tried again until writeback has
+// been failing for EngineOptions::room_retry_ms; then the writer gets the
+// error. The time counts from the first failure, not from this writer's
+// arrival: writers queued behind a dead backing fail one after another at
+// once, not 30 s each.
 Status EngineImpl::WritebackUrgent(uint64_t needed) {
   st_.nr_writeback_waits++;
-  const uint64_t start = MonotonicMs();
   uint64_t pause = 250;
   for (;;) {
     cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
     if (needed <= last_writeback_id_) return Status::OK();
     Status st = WritebackLocked(log_.last_sealed_id(), false,
                                 static_cast<uint64_t>(tun_.nr_max_batched_writeback) * policy::kPressureUnits);
-    if (st.ok() || st.code() != Status::Code::kIOError || !opts_.threads) return st;
-    const uint64_t waited = MonotonicMs() - start;
+    if (st.ok() || st.code() != Status::Code::kIOError || !opts_.threads || !carry_.failing()) return st;
+    const uint64_t waited = MonotonicMs() - wb_failing_since_ms_;
     if (waited >= opts_.room_retry_ms) return st;
     const auto nap = std::chrono::milliseconds(std::min<uint64_t>(pause, opts_.room_retry_ms - waited));
     if (cv_.wait_for(mu_, nap, [&]() REQUIRES(mu_) { return closed_ || failed_ || stop_; })) return st;
@@ -138,6 +140,7 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     // them (a journaled unit left pending: the next one covers it).
     const bool redo = journal_ && journal_->pending();
     if (carry_.Failed(st, redo, ids.back(), ids.size(), !log_.seg(RingSlot(ids.back())).sealed || current)) {
+      wb_failing_since_ms_ = MonotonicMs();
       Log("writeback failed: " + st.message() + "; the dirty blocks stay in the cache and "
           "writeback is retried");
     }

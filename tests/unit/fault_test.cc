@@ -60,18 +60,27 @@ TEST_CASE("a failed cache read fails that read only") {
 TEST_CASE("a failed backing write in writeback keeps the blocks dirty, and is retried") {
   FaultRig r;
   r.opts.room_retry_ms = 300;  // a writer waiting for room gives up after 0.3 s
+  r.opts.background = false;   // only writers start writeback (the timing below is theirs)
   r.Open();
   r.backing->fail_write_after = 0;
   // Fill the log until it must wrap: the write that needs room fails.
   Status st;
   int i = 0;
-  for (; i < 2000 && st.ok(); i++) st = r.TryWrite(uint64_t(i % 1500) * 4096, 4096);
+  uint64_t t = MonotonicMs();
+  for (; i < 2000 && st.ok(); i++) {
+    t = MonotonicMs();
+    st = r.TryWrite(uint64_t(i % 1500) * 4096, 4096);
+  }
   CHECK(st.code() == Status::Code::kIOError);
+  CHECK(MonotonicMs() - t >= 250);  // the write that needed room retried first
   CHECK_FALSE(r.e->Stats().failed);  // the cache is fine: not a sticky failure
   uint64_t dirty = r.e->Stats().nr_dirty_cache_blocks;
   CHECK(dirty > 0);
-  // Retried: still failing, still dirty, logged once.
+  // Retried: still failing, still dirty, logged once; at once now, the
+  // backing having failed for longer than room_retry_ms.
+  t = MonotonicMs();
   CHECK(!r.TryWrite(0, 4096).ok());
+  CHECK(MonotonicMs() - t < 250);
   CHECK(r.e->Stats().nr_dirty_cache_blocks == dirty);
   CHECK(r.Logged("writeback failed") == 1);
   CHECK(r.Matches(0, 1500 * 4096));  // everything acknowledged reads back
@@ -88,6 +97,7 @@ TEST_CASE("a failed backing write in writeback keeps the blocks dirty, and is re
 TEST_CASE("a writer waiting for room waits out a backing outage shorter than room_retry_ms") {
   FaultRig r;
   r.opts.room_retry_ms = 20000;
+  r.opts.background = false;
   r.Open();
   r.backing->fail_write_after = 0;  // the backing is away for 0.6 s
   std::thread back([&] {
