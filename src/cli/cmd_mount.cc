@@ -152,7 +152,8 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     return kExitFailure;
   }
   Device* const cache_dev = cache.value().get();  // owned by the engine from here on
-  OwnerRecorder recorder(OwnerRecordOf(*backing.value()), [](int prio, const std::string& m) { Log(prio, m); });
+  OwnerRecordStore* const owner_store = OwnerRecordOf(*backing.value());  // null for files and block devices
+  OwnerRecorder recorder(owner_store, [](int prio, const std::string& m) { Log(prio, m); });
   std::string warning;
   bool created = false;
   auto journal = OpenJournalFor(c.journal, c.backing, c.cache, bo, *backing.value(), &warning, &created);
@@ -209,7 +210,7 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
       Log(LOG_INFO, "the cache is clean: removed the record of its dirty data from the backing");
     }
   };
-  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }};
+  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }, owner_store};
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
     return HandleControlRequest(e, ctx, req);

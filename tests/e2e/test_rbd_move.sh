@@ -33,7 +33,13 @@ host=$(uname -n)
 mount_with a -o writeback_threshold=0
 record | grep -q "^wbfs-owner/1 nonce=$(nonce_of a) host=$host " || fail "no record after the mount: '$(record)'"
 dd if="$T/d1" of="$MNT/image" bs=64k seek=16 oflag=direct conv=notrunc,fsync status=none
-[ "$("$WBFS" status "$MNT" --json | jq .nr_dirty_cache_blocks)" -ge 256 ] || fail "nothing dirty"
+"$WBFS" status "$MNT" --json >"$T/status.json"
+[ "$(jq .nr_dirty_cache_blocks "$T/status.json")" -ge 256 ] || fail "nothing dirty"
+jq -r .owner_record "$T/status.json" | grep -q "nonce=$(nonce_of a) host=$host " ||
+  fail "status --json does not show the record: $(jq -r .owner_record "$T/status.json")"
+jq -r .backing_lock "$T/status.json" | grep -q "wbfs on host $host, pid $(daemon_pid)" ||
+  fail "status --json does not name the lock's holder: $(jq -r .backing_lock "$T/status.json")"
+"$WBFS" status "$MNT" | grep -q "^dirty record .*nonce=$(nonce_of a)" || fail "status does not show the record"
 wbfs_umount
 record | grep -q "nonce=$(nonce_of a) " || fail "a dirty unmount removed the record: '$(record)'"
 
