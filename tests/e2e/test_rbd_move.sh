@@ -8,7 +8,9 @@
 # drop_caches, unmount: B mounts and sees A's data. Way out 2: `wbfs
 # recover --backing rbd:...` gives A's data up and clears the record: B
 # mounts and sees the image at its flush point. A clean unmount leaves no
-# record. While mounted, the record's flush point follows writeback.
+# record. While mounted, the record's flush point follows writeback, and
+# status shows it. After kill -9 the record still refuses another cache
+# once the dead client's lock is gone.
 . "$(dirname "$0")/rbd_lib.sh"
 
 truncate -s 32M "$T/a.cache" "$T/b.cache" "$T/c.cache"
@@ -85,6 +87,8 @@ cat "$T/recover.out"
 grep -q "cleared the record that the cache $(nonce_of a) on host $host held data for rbd:rbd/vm not yet written back: that data is given up" \
   "$T/recover.out" || fail "recover does not say it cleared the record: $(cat "$T/recover.out")"
 [ -z "$(record)" ] || fail "recover left the record"
+# A's data was given up: as recover says, A must not be mounted over the image again as it is.
+"$WBFS" format --force "$T/a.cache" >/dev/null
 mount_with b
 cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d1" ||
   fail "B does not see the image at its flush point (d1)"
@@ -98,4 +102,29 @@ cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d
 wbfs_umount
 [ -z "$(rbd image-meta list --format json rbd/vm | jq -r 'keys[]? | select(startswith("wbfs."))')" ] ||
   fail "wbfs metadata left after clean unmounts: $(rbd image-meta list rbd/vm)"
+
+# --- A host that dies (kill -9) leaves the record: once librbd has broken
+# the dead client's lock (about 30 s), another cache is still refused;
+# the same cache, mounted again, replays and gets the image clean.
+head -c $((1 << 20)) /dev/urandom >"$T/d3"
+mount_with a -o writeback_threshold=0
+dd if="$T/d3" of="$MNT/image" bs=64k seek=16 oflag=direct conv=notrunc,fsync status=none
+kill_daemon
+"$WBFS" umount "$MNT"
+t0=$(date +%s)
+for _ in $(seq 1 120); do
+  rc=0
+  mount_with b 2>"$T/stderr" || rc=$?
+  [ $rc != 0 ] || fail "cache B mounted over a dead host's dirty data"
+  grep -q "is in use" "$T/stderr" || break
+  sleep 0.5
+done
+grep -q "in the cache $(nonce_of a) on host $host, not in this one" "$T/stderr" ||
+  fail "after the dead client's lock went, B was not refused by the record: $(cat "$T/stderr")"
+echo "after kill -9 and $(($(date +%s) - t0)) s: $(cat "$T/stderr")"
+mount_with a
+cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d3" || fail "A lost fsynced data"
+"$WBFS" message "$MNT" drop_caches >/dev/null
+wbfs_umount
+[ -z "$(record)" ] || fail "the record outlived drop_caches and a clean unmount: '$(record)'"
 echo "ok"
