@@ -23,6 +23,7 @@
 #include "cli/config.h"
 #include "cli/command_line.h"
 #include "cli/control.h"
+#include "cli/owner_record.h"
 #include "ctl/ctl.h"
 #include "ctl/protocol.h"
 #include "fuse/frontend.h"
@@ -144,6 +145,15 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     Report(ready_fd, kExitFailure, "cache: " + cache.status().message());
     return kExitFailure;
   }
+  // A shared backing (RBD) whose newest data is in another host's cache is
+  // refused before anything is written (see cli/owner_record.h).
+  if (Status ost = CheckOwnerRecord(*backing.value(), *cache.value(), c.backing); !ost.ok()) {
+    Report(ready_fd, kExitFailure, ost.message());
+    return kExitFailure;
+  }
+  Device* const cache_dev = cache.value().get();  // owned by the engine from here on
+  OwnerRecordStore* const owner_store = OwnerRecordOf(*backing.value());  // null for files and block devices
+  OwnerRecorder recorder(owner_store, [](int prio, const std::string& m) { Log(prio, m); });
   std::string warning;
   bool created = false;
   auto journal = OpenJournalFor(c.journal, c.backing, c.cache, bo, *backing.value(), &warning, &created);
@@ -178,12 +188,35 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     return kExitFailure;
   }
   Engine* e = engine.value().get();
-  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }};
+  // Before the image takes a write: the record says this cache may hold
+  // data the backing lacks until an unmount finds it clean.
+  const CacheIdentity cid = ReadCacheIdentity(*cache_dev);
+  Status mst = cid.known ? recorder.Mark(*e, cid.nonce)
+                         : Status::Corruption("the cache's superblock cannot be read back");
+  if (!mst.ok()) {
+    (void)e->Close();
+    Report(ready_fd, kExitFailure, "cannot record that this cache holds the image's newest data: " +
+                                       mst.message());
+    return kExitFailure;
+  }
+  // Ends the record's upkeep once the engine is closed: removes it when
+  // nothing is left to write back, else leaves the final flush point.
+  auto finish_record = [&](bool closed_ok) {
+    bool cleared = false;
+    const Status fst = recorder.Finish(e->Stats(), closed_ok, &cleared);
+    if (!fst.ok()) {
+      Log(LOG_ERR, "the record of this cache's dirty data: " + fst.message());
+    } else if (cleared) {
+      Log(LOG_INFO, "the cache is clean: removed the record of its dirty data from the backing");
+    }
+  };
+  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }, owner_store};
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
     return HandleControlRequest(e, ctx, req);
   });
   if (!st.ok()) {
+    finish_record(e->Close().ok());
     Report(ready_fd, kExitFailure, st.message());
     return kExitFailure;
   }
@@ -195,9 +228,11 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   fuse::Frontend frontend(e, fo);
   st = frontend.Mount();
   if (!st.ok()) {
+    finish_record(e->Close().ok());
     Report(ready_fd, kExitFailure, st.message());
     return kExitFailure;
   }
+  recorder.Start(e);
   EngineStats s0 = e->Stats();
   Log(LOG_INFO, "mounted " + c.mountpoint + "/" + c.image_name + " (" +
                     (s0.formatted ? "cache formatted" : std::to_string(s0.replayed_chunks) +
@@ -218,7 +253,9 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   }
   st = frontend.Run();
   if (!st.ok()) Log(LOG_ERR, st.message());
+  recorder.Stop();
   Status cs = engine.value()->Close();
+  finish_record(cs.ok());
   // A waiting `wbfs umount` learns how the daemon ended.
   if (!cs.ok()) {
     Log(LOG_ERR, "closing the cache: " + cs.message());

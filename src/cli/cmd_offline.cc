@@ -16,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cli/offline.h"
+#include "cli/owner_record.h"
 #include "ctl/ctl.h"
 #include "journal/journal.h"
 #include "log/log_reader.h"
@@ -225,6 +226,11 @@ int CmdRecover(const std::vector<std::string>& args) {
   if (!rep.ok()) return Fail(kExitFailure, "recover: " + rep.status().message());
   const journal::RecoveryReport& r = rep.value();
   const format::FlushPoint& p = r.state.point;
+  // The loss is accepted: another cache may mount the image (cli/owner_record.h).
+  std::string given_up;
+  Status cs = ClearOwnerRecordForRecover(*backing.value(), backing_path, &given_up);
+  if (!cs.ok()) return Fail(kExitFailure, "recover: " + cs.message());
+  if (!given_up.empty()) std::fprintf(json ? stderr : stdout, "recover: %s\n", given_up.c_str());
   if (json) {
     nlohmann::json o;
     ctl::PutPath(&o, "backing", backing_path);
@@ -233,6 +239,7 @@ int CmdRecover(const std::vector<std::string>& args) {
     o["replayed_entry"] = r.entry_seq;
     o["replayed_bytes"] = r.bytes;
     o["torn_entry_dropped"] = r.torn_entry;
+    o["owner_record_cleared"] = !given_up.empty();
     o["applied_entries"] = r.state.applied_entry;
     o["flush_point"] = {{"known", p.chunk_seq != 0},
                         {"cache_nonce", p.cache_nonce},

@@ -51,8 +51,18 @@ std::string HandleRequest(Engine* e, const ControlContext& ctx, const std::strin
   switch (r.verb) {
     case ctl::Verb::kStatus: {
       const MountConfig& c = *ctx.config;
-      return ctl::EncodeStatus(ctl::MakeStatusReply(e->Stats(), ::getpid(), c.mountpoint, c.backing,
-                                                    c.cache, ctx.log_target, WallClockMs()));
+      ctl::StatusReply reply = ctl::MakeStatusReply(e->Stats(), ::getpid(), c.mountpoint, c.backing, c.cache,
+                                                    ctx.log_target, WallClockMs());
+      if (ctx.owner != nullptr) {
+        reply.backing_lock = ctx.owner->LockHolderText();
+        OwnerRecord rec;
+        std::string raw;
+        const Status st = ctx.owner->GetOwnerRecord(&rec, &raw);
+        reply.owner_record = st.code() == Status::Code::kNotFound ? "none"
+                             : st.ok() || st.code() == Status::Code::kCorruption ? raw
+                                                                                  : "unknown: " + st.message();
+      }
+      return ctl::EncodeStatus(reply);
     }
     case ctl::Verb::kPid:
       return ctl::PidReply(::getpid());
@@ -84,7 +94,13 @@ void PrintStatus(const ctl::StatusReply& r, FILE* out) {
   row("backing", ctl::TextForJson(r.backing));
   // The daemon takes the image's exclusive lock at mount and holds it
   // until it exits (src/io/rbd_device.cc).
-  if (IsRbdUri(r.backing)) row("backing lock", "RBD exclusive lock, taken by this daemon at mount");
+  if (!r.backing_lock.empty()) {
+    row("backing lock", "RBD exclusive lock, held by " + ctl::TextForJson(r.backing_lock));
+  } else if (IsRbdUri(r.backing)) {
+    row("backing lock", "RBD exclusive lock, taken by this daemon at mount");
+  }
+  // Kept by the daemon while it runs (src/cli/owner_record.h).
+  if (!r.owner_record.empty()) row("dirty record", ctl::TextForJson(r.owner_record));
   row("cache", ctl::TextForJson(r.cache));
   if (!r.log.empty()) row("log", ctl::TextForJson(r.log));
   row("state", s.failed ? "FAILED: " + s.error : "ok");

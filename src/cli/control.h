@@ -13,6 +13,7 @@
 #include "cli/config.h"
 #include "ctl/ctl.h"
 #include "ctl/protocol.h"
+#include "io/backing.h"
 #include "wbfs/engine.h"
 
 namespace wbfs::cli {
@@ -21,6 +22,8 @@ struct ControlContext {
   const MountConfig* config;  // must outlive the server
   std::string log_target;     // "syslog", "stderr" or the log file (for status)
   std::function<void(int prio, const std::string& msg)> log;  // syslog priorities
+  // The backing's record store (an RBD image), for status; null otherwise.
+  OwnerRecordStore* owner = nullptr;
 };
 
 // Maps one request line (see ctl::kVerbs), any bytes at all, to one JSON

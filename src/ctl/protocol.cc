@@ -290,6 +290,8 @@ void to_json(json& j, const StatusReply& r) {
   if (!s.prefill_stopped.empty()) j["prefill_stopped"] = TextForJson(s.prefill_stopped);
   if (s.failed) j["error"] = TextForJson(s.error);
   j["oldest_dirty_age_ms"] = r.oldest_dirty_age_ms;
+  if (!r.backing_lock.empty()) j["backing_lock"] = TextForJson(r.backing_lock);
+  if (!r.owner_record.empty()) j["owner_record"] = TextForJson(r.owner_record);
   j["backing_flush_point"] = {{"chunk_seq", s.backing_point_seq}, {"time_ms", s.backing_point_ms}};
   json stat = json::object();
   for (unsigned i = 0; i < s.stat.size(); i++) stat[StatName(i)] = s.stat[i];
@@ -318,6 +320,8 @@ Result<StatusReply> DecodeStatus(const std::string& line) {
   in.Get(j, "prefill_stopped", &s.prefill_stopped, kOptional);
   in.Get(j, "error", &s.error, s.failed ? kRequired : kOptional);
   in.Get(j, "oldest_dirty_age_ms", &r.oldest_dirty_age_ms);
+  in.Get(j, "backing_lock", &r.backing_lock, kOptional);
+  in.Get(j, "owner_record", &r.owner_record, kOptional);
   if (const json* fp = in.Object(j, "backing_flush_point")) {
     in.Get(*fp, "chunk_seq", &s.backing_point_seq);
     in.Get(*fp, "time_ms", &s.backing_point_ms);

@@ -100,6 +100,10 @@ struct StatusReply {
   // Ms since stats.oldest_unapplied_ms (0 when nothing is unapplied): the
   // reply carries an age, not the daemon's clock.
   uint64_t oldest_dirty_age_ms = 0;
+  // A shared backing (RBD) only, sent when not empty: who holds its lock,
+  // and its "dirty elsewhere" record as found ("none" when there is none).
+  std::string backing_lock;
+  std::string owner_record;
   // The tunables by key (the daemon's whole table, even keys this CLI does
   // not know).
   std::map<std::string, int64_t> tunables;

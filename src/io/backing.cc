@@ -1,7 +1,13 @@
 // Backings by name: the dispatch between a path and an rbd: URI, and the
-// URI's grammar (pure functions, tested in tests/unit/backing_test.cc).
+// URI's grammar and the owner record's text (pure functions, tested in
+// tests/unit/backing_test.cc).
 #include "io/backing.h"
 
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
 #include <vector>
 
 #include "wbfs/format.h"
@@ -51,6 +57,67 @@ Result<std::unique_ptr<Device>> OpenBackingDevice(const std::string& spec, const
   if (!s.ok()) return s.status();
   return OpenRbdDevice(s.value(), o);
 }
+
+std::string EncodeOwnerRecord(const OwnerRecord& r) {
+  std::string host = r.host.empty() ? "unknown" : r.host;
+  for (char& c : host) {
+    if (c == ' ' || c == '=' || static_cast<unsigned char>(c) < 0x20) c = '_';
+  }
+  char nonce[17];
+  std::snprintf(nonce, sizeof(nonce), "%016" PRIx64, r.cache_nonce);
+  return std::string("wbfs-owner/1 nonce=") + nonce + " host=" + host +
+         " flush_seq=" + std::to_string(r.flush_seq) + " flush_ms=" + std::to_string(r.flush_ms) +
+         " since_ms=" + std::to_string(r.since_ms) + " updated_ms=" + std::to_string(r.updated_ms);
+}
+
+Status DecodeOwnerRecord(const std::string& text, OwnerRecord* r) {
+  auto bad = [&](const std::string& why) {
+    return Status::Corruption("the owner record '" + text + "' " + why);
+  };
+  std::istringstream in(text);
+  std::string word;
+  if (!(in >> word) || word.rfind("wbfs-owner/", 0) != 0) return bad("is not a wbfs owner record");
+  if (word != "wbfs-owner/1") return bad("has an unknown version");
+  OwnerRecord out;
+  bool have_nonce = false, have_host = false;
+  while (in >> word) {
+    const size_t eq = word.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == word.size()) return bad("has a malformed field '" + word + "'");
+    const std::string key = word.substr(0, eq), value = word.substr(eq + 1);
+    if (key == "host") {
+      out.host = value;
+      have_host = true;
+      continue;
+    }
+    const bool hex = key == "nonce";
+    if (!hex && key != "flush_seq" && key != "flush_ms" && key != "since_ms" && key != "updated_ms") {
+      continue;  // a later version's key
+    }
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(value.c_str(), &end, hex ? 16 : 10);
+    if (errno != 0 || end == value.c_str() || *end != '\0' || value[0] == '-' || value[0] == '+') {
+      return bad("has a malformed number in '" + word + "'");
+    }
+    if (hex) {
+      out.cache_nonce = v;
+      have_nonce = true;
+    } else if (key == "flush_seq") {
+      out.flush_seq = v;
+    } else if (key == "flush_ms") {
+      out.flush_ms = v;
+    } else if (key == "since_ms") {
+      out.since_ms = v;
+    } else if (key == "updated_ms") {
+      out.updated_ms = v;
+    }
+  }
+  if (!have_nonce || !have_host) return bad("lacks the cache's nonce or host");
+  *r = out;
+  return Status::OK();
+}
+
+OwnerRecordStore* OwnerRecordOf(Device& d) { return dynamic_cast<OwnerRecordStore*>(&d); }
 
 uint64_t RbdJournalSize() {
   // A unit is at most nr_max_batched_writeback segments, plus the segment

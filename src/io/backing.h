@@ -80,10 +80,59 @@ Status RemoveRbdJournal(const RbdSpec& journal, const BackingOptions& o);
 // 4 MiB objects. Thin: only what is written takes space.
 uint64_t RbdJournalSize();
 
+// ------------------------------------------------------------ owner record
+// A backing shared between hosts (an RBD image) keeps, next to the image,
+// a record of which cache holds data for it that is not in it yet: the
+// "dirty elsewhere" record. A mount writes it before it accepts a write,
+// refreshes its flush point as writeback advances, and removes it when it
+// ends with the cache clean; a mount with another cache is refused while
+// it exists (src/cli/owner_record.h decides), and `wbfs recover` removes
+// it, accepting the loss. Files and block devices keep none: a host's
+// cache of a local disk cannot move to another host behind its back.
+struct OwnerRecord {
+  uint64_t cache_nonce = 0;  // the superblock nonce of the cache holding the data
+  std::string host;          // where that cache is (gethostname; no spaces)
+  // The flush point the backing alone represents (the journal's): chunk
+  // seq and its cut time in wall-clock ms; 0 = unknown (nothing written
+  // back since the cache was formatted, or no journal).
+  uint64_t flush_seq = 0;
+  uint64_t flush_ms = 0;
+  uint64_t since_ms = 0;    // when this cache first marked the image dirty
+  uint64_t updated_ms = 0;  // when the record was last written
+};
+
+// "wbfs-owner/1 nonce=HEX host=NAME flush_seq=N flush_ms=N since_ms=N
+// updated_ms=N": one line of text, readable with `rbd image-meta get`.
+std::string EncodeOwnerRecord(const OwnerRecord& r);
+// Corruption, naming what is wrong, for anything EncodeOwnerRecord does
+// not write (unknown keys of a later version are ignored).
+Status DecodeOwnerRecord(const std::string& text, OwnerRecord* r);
+
+// The capability of a backing device that keeps an owner record (RbdDevice
+// opened for writing). Thread-safe, callable while the engine runs.
+class OwnerRecordStore {
+ public:
+  virtual ~OwnerRecordStore() = default;
+  // NotFound when there is no record; Corruption when it does not decode
+  // (`raw`, when set, receives the text found).
+  virtual Status GetOwnerRecord(OwnerRecord* r, std::string* raw = nullptr) = 0;
+  virtual Status SetOwnerRecord(const OwnerRecord& r) = 0;
+  // Removes the record; OK when there was none.
+  virtual Status ClearOwnerRecord() = 0;
+  // Who holds the backing's lock now, for status ("" when unknown).
+  virtual std::string LockHolderText() { return ""; }
+};
+
+// The device's record store, or null when it keeps none (files, block
+// devices). An RBD image opened read-only can read the record, not write it.
+OwnerRecordStore* OwnerRecordOf(Device& d);
+
 // The metadata key of the journal image naming its backing.
 inline constexpr const char* kRbdJournalBackingKey = "wbfs.backing_id";
 // The metadata key of a mounted image naming its holder (host, pid, time).
 inline constexpr const char* kRbdHolderKey = "wbfs.holder";
+// The metadata key of a backing image holding its owner record.
+inline constexpr const char* kRbdOwnerKey = "wbfs.dirty";
 
 }  // namespace wbfs
 

@@ -221,7 +221,11 @@ std::string SelfText() {
   return "wbfs on host " + std::string(host) + ", pid " + std::to_string(::getpid()) + ", since " + when;
 }
 
-class RbdDevice final : public Device {
+// The backing's owner record lives in the image's own metadata (key
+// wbfs.dirty): it goes wherever the image goes, any client of the cluster
+// reads it with the image (no extra object to find), and writing it needs
+// the image's exclusive lock, which a writer holds.
+class RbdDevice final : public Device, public OwnerRecordStore {
  public:
   RbdDevice(std::shared_ptr<Pool> pool, rbd_image_t img, std::string uri, std::string identity,
             uint64_t size, uint64_t obj_size, bool locked)
@@ -318,6 +322,37 @@ class RbdDevice final : public Device {
     }
     return st;
   }
+
+  Status GetOwnerRecord(OwnerRecord* rec, std::string* raw) override {
+    std::vector<char> buf(512);
+    size_t len = buf.size();
+    int r = rbd_metadata_get(img_, kRbdOwnerKey, buf.data(), &len);
+    if (r == -ERANGE) {
+      buf.resize(len);
+      r = rbd_metadata_get(img_, kRbdOwnerKey, buf.data(), &len);
+    }
+    if (r == -ENOENT) return Status::NotFound(uri_ + " has no " + kRbdOwnerKey + " record");
+    if (r < 0) return Status::IOError(uri_ + ": cannot read the metadata " + kRbdOwnerKey + ": " + ErrText(r), -r);
+    const std::string text(buf.data(), ::strnlen(buf.data(), len));
+    if (raw != nullptr) *raw = text;
+    return DecodeOwnerRecord(text, rec);
+  }
+
+  Status SetOwnerRecord(const OwnerRecord& rec) override {
+    const int r = rbd_metadata_set(img_, kRbdOwnerKey, EncodeOwnerRecord(rec).c_str());
+    if (r < 0) return Status::IOError(uri_ + ": cannot write the metadata " + kRbdOwnerKey + ": " + ErrText(r), -r);
+    return Status::OK();
+  }
+
+  Status ClearOwnerRecord() override {
+    const int r = rbd_metadata_remove(img_, kRbdOwnerKey);
+    if (r < 0 && r != -ENOENT) {
+      return Status::IOError(uri_ + ": cannot remove the metadata " + kRbdOwnerKey + ": " + ErrText(r), -r);
+    }
+    return Status::OK();
+  }
+
+  std::string LockHolderText() override { return HolderText(img_); }
 
  private:
   // One read or write. A transfer within one RADOS object is one

@@ -114,6 +114,15 @@ TEST_CASE("status decoding: no journal, an older daemon, malformed and refused r
   CHECK(j["journal"] == "none");
   CHECK(!j.contains("error"));
   CHECK(!Decode(j.dump()).stats.journal);
+  // A file backing: no lock holder, no dirty record; an RBD one: both.
+  CHECK(!j.contains("backing_lock"));
+  CHECK(!j.contains("owner_record"));
+  auto rbd = ctl::MakeStatusReply(s, 1, "/m", "rbd:p/i", "/c", "stderr", 0);
+  rbd.backing_lock = "the client 'client.4171' (wbfs on host h, pid 1, since 2026-12-03T13:00:00Z)";
+  rbd.owner_record = "wbfs-owner/1 nonce=00000000000000ab host=h flush_seq=0";
+  const ctl::StatusReply rd = Decode(ctl::EncodeStatus(rbd));
+  CHECK(rd.backing_lock == rbd.backing_lock);
+  CHECK(rd.owner_record == rbd.owner_record);
 
   // An older daemon sent block counts only, and none of the keys added
   // with discards, gap fill or the prefill (a CLI upgraded while it still
