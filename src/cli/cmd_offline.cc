@@ -72,6 +72,12 @@ int CmdWriteback(const std::vector<std::string>& args) {
     }
     return OpenFail(cache.status());
   }
+  // Another cache's data still owed to a shared backing (RBD): writing
+  // this cache's over it would go back in time (cli/owner_record.h).
+  if (Status ost = CheckOwnerRecord(*backing.value(), *cache.value(), bpath); !ost.ok()) {
+    return Fail(kExitFailure, "writeback: " + ost.message());
+  }
+  OwnerRecordStore* const owner_store = OwnerRecordOf(*backing.value());  // the engine owns the device from below
   // Read before the engine takes the device: a blank cache has nothing to
   // write back (the engine refuses it, after applying an interrupted
   // journal unit).
@@ -149,6 +155,13 @@ int CmdWriteback(const std::vector<std::string>& args) {
   if (!wst.ok()) return Fail(kExitFailure, "writeback: " + wst.message());
   Status cs = e->CloseClean();
   if (!cs.ok()) return Fail(kExitFailure, "writeback: " + cs.message());
+  // Nothing is owed to the backing any more: no cache blocks another now.
+  if (owner_store != nullptr) {
+    if (Status os = owner_store->ClearOwnerRecord(); !os.ok()) {
+      return Fail(kExitFailure, "writeback: the cache is clean, but the image's dirty record could not be "
+                                "removed: " + os.message());
+    }
+  }
   std::printf("writeback: %llu dirty blocks (%s) written; the cache is clean and %s alone is "
               "the image\n",
               static_cast<unsigned long long>(before.nr_dirty_cache_blocks), HumanBytes(total).c_str(),

@@ -7,7 +7,8 @@
 # metadata, not cache B. Way out 1: A again (the same cache is let in),
 # drop_caches, unmount: B mounts and sees A's data. Way out 2: `wbfs
 # recover --backing rbd:...` gives A's data up and clears the record: B
-# mounts and sees the image at its flush point. A clean unmount leaves no
+# mounts and sees the image at its flush point. Way out 3: offline
+# `wbfs writeback` with cache A. A clean unmount leaves no
 # record. While mounted, the record's flush point follows writeback, and
 # status shows it. After kill -9 the record still refuses another cache
 # once the dead client's lock is gone.
@@ -102,6 +103,22 @@ cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d
 wbfs_umount
 [ -z "$(rbd image-meta list --format json rbd/vm | jq -r 'keys[]? | select(startswith("wbfs."))')" ] ||
   fail "wbfs metadata left after clean unmounts: $(rbd image-meta list rbd/vm)"
+
+# --- Way out 3, offline: `wbfs writeback` with A's cache writes its data
+# back and removes the record (with another cache it is refused, as a
+# mount is: that cache's old data would go back in time).
+head -c $((1 << 20)) /dev/urandom >"$T/d4"
+"$WBFS" format --force "$T/a.cache" >/dev/null
+mount_with a -o writeback_threshold=0
+dd if="$T/d4" of="$MNT/image" bs=64k seek=16 oflag=direct conv=notrunc,fsync status=none
+wbfs_umount
+expect_exit 1 "writeback: .*in the cache $(nonce_of a) on host $host, not in this one" \
+  "$WBFS" writeback --backing rbd:rbd/vm --cache "$T/c.cache"
+"$WBFS" writeback --backing rbd:rbd/vm --cache "$T/a.cache" >"$T/wb.out" 2>&1 || fail "offline writeback: $(cat "$T/wb.out")"
+[ -z "$(record)" ] || fail "offline writeback left the record: '$(record)'"
+mount_with c
+cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d4" || fail "C does not see A's data written back offline"
+wbfs_umount
 
 # --- A host that dies (kill -9) leaves the record: once librbd has broken
 # the dead client's lock (about 30 s), another cache is still refused;
