@@ -69,13 +69,18 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
   // writes, ENOSPC on a nearly full file system). The runs ascend, so the
   // last extent asked about answers most questions (HoleCursor).
   HoleCursor holes_of_backing(backing);
+  // Windows pay where one I/O at a time is served (a disk's seek). A
+  // backing that takes many writes at once (QueueDepth > 1: RBD) gets
+  // every run as a write of its own, in batches, rather than a read round
+  // trip and up to max_window bytes rewritten for each few blocks.
+  const uint64_t max_gap = backing.QueueDepth() > 1 ? 0 : fill.max_gap;
   // A buffer serves a window or a single run: as large as a window, or
   // the largest run if that is larger (up to kPiece; a longer run is
   // written a piece at a time).
   uint64_t longest = 0;
   for (const format::ByteRange& r : u.runs) longest = std::max(longest, r.length);
   const size_t buf_len = static_cast<size_t>(
-      std::max<uint64_t>(fill.max_gap > 0 ? fill.max_window : 0, std::min<uint64_t>(longest, kPiece)));
+      std::max<uint64_t>(max_gap > 0 ? fill.max_window : 0, std::min<uint64_t>(longest, kPiece)));
   // Writes go out in batches of up to `depth`, each in a buffer of its
   // own: the backing's QueueDepth (1 for a disk: one write after another,
   // as ever), within kBatchBytes of RAM. Within a unit the writes are
@@ -106,9 +111,9 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
     const uint64_t start = u.runs[i].offset;
     uint64_t end = start + u.runs[i].length;
     size_t j = i + 1;  // the window is runs [i, j)
-    for (; fill.max_gap > 0 && j < n; j++) {
+    for (; max_gap > 0 && j < n; j++) {
       const format::ByteRange& r = u.runs[j];
-      if (r.offset - end > fill.max_gap || r.offset + r.length - start > fill.max_window ||
+      if (r.offset - end > max_gap || r.offset + r.length - start > fill.max_window ||
           punched(end, r.offset) || holes_of_backing.Meets(end, r.offset)) {
         break;
       }

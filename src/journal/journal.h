@@ -66,7 +66,8 @@ struct Unit {
 // the RAM one apply needs however large or sparse the unit (the runs' data
 // is read from the unit's UnitData window by window). The read and the write
 // of a window are not overlapped: on one spindle they would only seek
-// against each other.
+// against each other. A backing whose QueueDepth() is above 1 (RBD) gets
+// no windows: its runs go out as separate writes, many at once.
 struct FillPolicy {
   uint64_t max_gap = 0;  // 0: every run is its own write
   uint64_t max_window = 8 << 20;
