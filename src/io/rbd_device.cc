@@ -37,6 +37,7 @@
 
 #include "io/backing.h"
 #include "io/busy_timer.h"
+#include "io/rbd_status.h"
 #include "wbfs/format.h"
 
 namespace wbfs {
@@ -51,6 +52,56 @@ constexpr size_t kMaxCall = 64 << 20;  // bytes per librbd call (its length is a
 constexpr size_t kQueueDepth = 16;      // writes of a writeback unit in flight at once
 
 std::string ErrText(int r) { return std::strerror(r < 0 ? -r : r); }
+
+// Asynchronous transfers in flight together. Wait() waits for every one
+// started (their buffers are the caller's, also after a failure) and
+// returns the first failure, in the order they were started.
+class AioBatch {
+ public:
+  AioBatch(rbd_image_t img, const std::string& uri) : img_(img), uri_(uri) {}
+  AioBatch(const AioBatch&) = delete;
+  AioBatch& operator=(const AioBatch&) = delete;
+  ~AioBatch() { (void)Wait(); }
+
+  // Starts one; false (the failure kept for Wait) when librbd refused it.
+  bool Start(bool write, uint64_t off, char* p, size_t len) {
+    rbd_completion_t c = nullptr;
+    int r = rbd_aio_create_completion(nullptr, nullptr, &c);
+    if (r == 0) {
+      r = write ? rbd_aio_write(img_, off, len, p, c) : rbd_aio_read(img_, off, len, p, c);
+      if (r < 0) rbd_aio_release(c);
+    }
+    if (r < 0) {
+      if (st_.ok()) st_ = RbdTransferStatus(uri_, write, off, len, r);
+      return false;
+    }
+    ops_.push_back({c, write, off, len});
+    return true;
+  }
+
+  Status Wait() {
+    for (const Op& x : ops_) {
+      rbd_aio_wait_for_complete(x.c);
+      const ssize_t r = rbd_aio_get_return_value(x.c);
+      rbd_aio_release(x.c);
+      if (st_.ok()) st_ = RbdTransferStatus(uri_, x.write, x.off, x.len, r);
+    }
+    ops_.clear();
+    return st_;
+  }
+
+ private:
+  struct Op {
+    rbd_completion_t c;
+    bool write;
+    uint64_t off;
+    size_t len;
+  };
+  const rbd_image_t img_;
+  const std::string& uri_;
+  std::vector<Op> ops_;
+  Status st_;
+};
 
 // One connection to a cluster and one pool (and namespace) in it.
 class Pool {
@@ -291,36 +342,12 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   size_t QueueDepth() const override { return kQueueDepth; }
   Status WriteBatch(const Write* w, size_t n) override {
     BusyTimer t(&busy_ns_);
-    std::vector<rbd_completion_t> done;
-    done.reserve(n);
-    Status st;
+    AioBatch batch(img_, uri_);
     for (size_t i = 0; i < n; i++) {
-      rbd_completion_t c = nullptr;
-      int r = rbd_aio_create_completion(nullptr, nullptr, &c);
-      if (r == 0) {
-        r = rbd_aio_write(img_, w[i].off, w[i].len, static_cast<const char*>(w[i].buf), c);
-        if (r < 0) rbd_aio_release(c);
-      }
-      if (r < 0) {
-        st = Status::IOError(uri_ + ": write at offset " + std::to_string(w[i].off) + ": " + ErrText(r), -r);
-        break;
-      }
-      done.push_back(c);
+      // librbd's write calls take a const buffer; it is only read.
+      if (!batch.Start(true, w[i].off, const_cast<char*>(static_cast<const char*>(w[i].buf)), w[i].len)) break;
     }
-    // Every write started is waited for, also after a failure: the
-    // buffers are the caller's.
-    for (size_t i = 0; i < done.size(); i++) {
-      rbd_aio_wait_for_complete(done[i]);
-      const ssize_t r = rbd_aio_get_return_value(done[i]);
-      rbd_aio_release(done[i]);
-      // A write completes with 0 or its length.
-      if (r != 0 && r != static_cast<ssize_t>(w[i].len) && st.ok()) {
-        st = r < 0 ? Status::IOError(uri_ + ": write at offset " + std::to_string(w[i].off) + ": " +
-                                         ErrText(static_cast<int>(r)), static_cast<int>(-r))
-                   : Status::IOError(uri_ + ": short write at offset " + std::to_string(w[i].off), EIO);
-      }
-    }
-    return st;
+    return batch.Wait();
   }
 
   Status GetOwnerRecord(OwnerRecord* rec, std::string* raw) override {
@@ -363,50 +390,19 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   // also after a failure (its buffer is the caller's); the first error is
   // returned.
   Status Transfer(uint64_t off, char* p, size_t len, bool write) {
-    const char* what = write ? "write" : "read";
-    auto fail = [&](uint64_t at, ssize_t r) {
-      if (r >= 0) return Status::IOError(uri_ + ": short " + what + " at offset " + std::to_string(at), EIO);
-      return Status::IOError(uri_ + ": " + what + " at offset " + std::to_string(at) + ": " +
-                                 ErrText(static_cast<int>(r)),
-                             static_cast<int>(-r));
-    };
     if (off % obj_size_ + len <= obj_size_) {
       const ssize_t r = write ? rbd_write(img_, off, len, p) : rbd_read(img_, off, len, p);
-      return r == static_cast<ssize_t>(len) ? Status::OK() : fail(off, r);
+      return RbdTransferStatus(uri_, write, off, len, r);
     }
-    struct Piece {
-      rbd_completion_t c;
-      uint64_t off;
-      size_t len;
-    };
-    std::vector<Piece> pieces;
-    Status st;
+    AioBatch pieces(img_, uri_);
     while (len > 0) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(len, obj_size_ - off % obj_size_));
-      rbd_completion_t c = nullptr;
-      int r = rbd_aio_create_completion(nullptr, nullptr, &c);
-      if (r == 0) {
-        r = write ? rbd_aio_write(img_, off, n, p, c) : rbd_aio_read(img_, off, n, p, c);
-        if (r < 0) rbd_aio_release(c);
-      }
-      if (r < 0) {
-        st = fail(off, r);
-        break;
-      }
-      pieces.push_back({c, off, n});
+      if (!pieces.Start(write, off, p, n)) break;
       off += n;
       p += n;
       len -= n;
     }
-    for (const Piece& x : pieces) {
-      rbd_aio_wait_for_complete(x.c);
-      const ssize_t r = rbd_aio_get_return_value(x.c);
-      rbd_aio_release(x.c);
-      // A write completes with 0 or its length, a read with its length.
-      const bool ok = r == static_cast<ssize_t>(x.len) || (write && r == 0);
-      if (!ok && st.ok()) st = fail(x.off, r);
-    }
-    return st;
+    return pieces.Wait();
   }
 
   const std::shared_ptr<Pool> pool_;  // outlives img_
