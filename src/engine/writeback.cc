@@ -67,7 +67,8 @@ Status Verify(Device& cache, const format::Superblock& sb, Plan* plan, const uin
     if (!it.dropped) order.push_back(&it);
   }
   std::sort(order.begin(), order.end(), [](const Item* a, const Item* b) { return a->data < b->data; });
-  AlignedBuffer buf(mem == nullptr ? format::kSegmentSize : 0);
+  AlignedBuffer buf;
+  buf.ResetUninitialized(mem == nullptr ? format::kSegmentSize : 0);  // each range is read before it is checked
   size_t k = 0;
   for (const Range& r : plan->ranges) {
     const size_t len = size_t{r.to - r.from} * kBlockSize;
@@ -95,7 +96,7 @@ Outcome Run(Device& cache, Device& backing, journal::Journal* journal, const for
   AlignedBuffer mem;
   const uint8_t* m = nullptr;  // the unit's data read whole, if it is small enough
   if (plan->total <= o.memory_unit) {
-    mem.Reset(plan->total);
+    mem.ResetUninitialized(plan->total);  // the ranges below fill it whole
     for (const Range& r : plan->ranges) {
       out.st = cache.ReadAt(format::SegmentBlockOffset(sb, r.id, r.from), mem.data() + r.data,
                             size_t{r.to - r.from} * kBlockSize);

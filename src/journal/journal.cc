@@ -93,7 +93,7 @@ Status ApplyUnit(Device& backing, const Unit& u, const std::atomic<bool>* abort,
   batch.reserve(depth);
   auto next_buffer = [&] {
     AlignedBuffer& b = bufs[batch.size()];
-    if (b.size() == 0) b.Reset(buf_len);
+    if (b.size() == 0) b.ResetUninitialized(buf_len);  // only bytes read into it are written
     return b.data();
   };
   auto submit = [&](uint64_t off, const uint8_t* p, size_t len) {
@@ -296,7 +296,8 @@ Status Journal::Write(Device& backing, const Unit& u, const std::atomic<bool>* a
   // the header, then one sync. Until that sync a crash leaves an entry that
   // does not validate (header or data checksum), which recovery ignores.
   const uint64_t data_off = format::kJournalEntryOffset + format::JournalHeaderLen(h.runs.size(), h.punches.size());
-  AlignedBuffer piece(static_cast<size_t>(std::min<uint64_t>(u.data_len, kPiece)));
+  AlignedBuffer piece;
+  piece.ResetUninitialized(static_cast<size_t>(std::min<uint64_t>(u.data_len, kPiece)));  // read before written
   uint32_t crc = 0;
   for (uint64_t at = 0; at < u.data_len; at += piece.size()) {
     // Stopping here leaves no entry (its header is not written): the unit
