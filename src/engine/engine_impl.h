@@ -298,7 +298,11 @@ class EngineImpl final : public Engine {
   bool recording_ GUARDED_BY(mu_) = false;  // a thread is in WriteRecordLocked: one record write at a time
   bool flushing_ GUARDED_BY(mu_) = false;  // a thread is in FlushFrontLocked (the flusher or a Flush caller)
   wb::Carry carry_ GUARDED_BY(mu_);  // redo, failure, retry back-off, the backing's flush point
-  uint64_t wb_failing_since_ms_ GUARDED_BY(mu_) = 0;  // MonotonicMs() of the failure that began carry_.failing()
+  // The writeback outage (see WritebackUrgent): MonotonicMs() of its first
+  // and its latest failure, and that failure.
+  uint64_t wb_failing_since_ms_ GUARDED_BY(mu_) = 0;
+  uint64_t wb_last_failure_ms_ GUARDED_BY(mu_) = 0;
+  Status wb_last_failure_ GUARDED_BY(mu_);
   std::atomic<bool> read_failing_{false};
 
   uint64_t last_writeback_id_ GUARDED_BY(mu_) = 0;

@@ -29,22 +29,40 @@ namespace wbfs::engine_detail {
 // there is nothing to do.
 // A unit that fails with an I/O error is tried again until writeback has
 // been failing for EngineOptions::room_retry_ms; then the writer gets the
-// error. The time counts from the first failure, not from this writer's
-// arrival: writers queued behind a dead backing fail one after another at
-// once, not 30 s each.
+// error. The time counts from the outage's first failure, not from this
+// writer's arrival, and once it is up a writer arriving within kRecentMs
+// of the last failure gets that failure without trying again: writers
+// queued behind a dead backing fail one after another at once, not one
+// attempt (on RBD, a 10 s op timeout) apart. A failure more than
+// room_retry_ms after the one before starts a new outage (nobody tried in
+// between: an old failure says nothing about now).
 Status EngineImpl::WritebackUrgent(uint64_t needed) {
+  constexpr uint64_t kRecentMs = 1000;
   st_.nr_writeback_waits++;
   uint64_t pause = 250;
   for (;;) {
     cv_.wait(mu_, [&]() REQUIRES(mu_) { return !wb_running_; });
     if (needed <= last_writeback_id_) return Status::OK();
+    if (opts_.threads && carry_.failing() && !wb_last_failure_.ok()) {
+      const uint64_t now = MonotonicMs();
+      if (now - wb_failing_since_ms_ >= opts_.room_retry_ms && now - wb_last_failure_ms_ < kRecentMs) {
+        return wb_last_failure_;
+      }
+    }
     Status st = WritebackLocked(log_.last_sealed_id(), false,
                                 static_cast<uint64_t>(tun_.nr_max_batched_writeback) * policy::kPressureUnits);
     if (st.ok() || st.code() != Status::Code::kIOError || !opts_.threads || !carry_.failing()) return st;
     const uint64_t waited = MonotonicMs() - wb_failing_since_ms_;
     if (waited >= opts_.room_retry_ms) return st;
     const auto nap = std::chrono::milliseconds(std::min<uint64_t>(pause, opts_.room_retry_ms - waited));
-    if (cv_.wait_for(mu_, nap, [&]() REQUIRES(mu_) { return closed_ || failed_ || stop_; })) return st;
+    // Woken early when room was freed meanwhile (the background thread, a
+    // drop_caches) or the engine is closing.
+    if (cv_.wait_for(mu_, nap, [&]() REQUIRES(mu_) {
+          return closed_ || failed_ || stop_ || needed <= last_writeback_id_;
+        })) {
+      if (needed <= last_writeback_id_) return Status::OK();
+      return st;
+    }
     pause = std::min<uint64_t>(pause * 2, 4000);
   }
 }
@@ -139,8 +157,14 @@ Status EngineImpl::WritebackLocked(uint64_t upto, bool current, uint64_t batch) 
     // The changes stay unapplied in the cache; the next writeback retries
     // them (a journaled unit left pending: the next one covers it).
     const bool redo = journal_ && journal_->pending();
+    const uint64_t now = MonotonicMs();
+    const bool new_outage = !carry_.failing() || now - wb_last_failure_ms_ > opts_.room_retry_ms;
+    if (st.code() != Status::Code::kFailed) {
+      if (new_outage) wb_failing_since_ms_ = now;
+      wb_last_failure_ms_ = now;
+      wb_last_failure_ = st.WithContext("writeback");
+    }
     if (carry_.Failed(st, redo, ids.back(), ids.size(), !log_.seg(RingSlot(ids.back())).sealed || current)) {
-      wb_failing_since_ms_ = MonotonicMs();
       Log("writeback failed: " + st.message() + "; the dirty blocks stay in the cache and "
           "writeback is retried");
     }
