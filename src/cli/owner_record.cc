@@ -4,6 +4,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
@@ -88,15 +89,26 @@ Status CheckOwnerRecord(Device& backing, Device& cache, const std::string& uri) 
   OwnerRecord r;
   std::string raw;
   const Status st = store->GetOwnerRecord(&r, &raw);
-  if (st.code() == Status::Code::kNotFound) return Status::OK();
   if (st.code() == Status::Code::kCorruption) {
     return Status::Busy(uri + " carries a record of a cache holding data for it that cannot be read ('" + raw +
                         "'): unmount the image cleanly on the host that wrote it, or give that data up with "
                         "`wbfs recover --backing " + uri + "`, which clears the record");
   }
-  if (!st.ok()) return st;
-  if (!OwnerRecordBlocks(r, ReadCacheIdentity(cache))) return Status::OK();
-  return Status::Busy(DirtyElsewhereText(uri, r, WallClockMs()));
+  const CacheIdentity id = ReadCacheIdentity(cache);
+  if (st.ok() && OwnerRecordBlocks(r, id)) return Status::Busy(DirtyElsewhereText(uri, r, WallClockMs()));
+  if (!st.ok() && st.code() != Status::Code::kNotFound) return st;
+  // A cache whose data recover gave up would write it back over newer
+  // writes (its record is gone, so the check above lets it in).
+  if (id.known) {
+    std::vector<uint64_t> given_up;
+    WBFS_RETURN_IF_ERROR(store->GetGivenUp(&given_up));
+    if (std::find(given_up.begin(), given_up.end(), id.nonce) != given_up.end()) {
+      return Status::Busy("the data of the cache " + Hex(id.nonce) + " (" + cache.Name() + ") for " + uri +
+                          " was given up by `wbfs recover`: mounted as it is, it would write that old data over "
+                          "newer writes; `wbfs format --force " + cache.Name() + "` first");
+    }
+  }
+  return Status::OK();
 }
 
 Status ClearOwnerRecordForRecover(Device& backing, const std::string& uri, std::string* said) {
@@ -108,12 +120,19 @@ Status ClearOwnerRecordForRecover(Device& backing, const std::string& uri, std::
   const Status st = store->GetOwnerRecord(&r, &raw);
   if (st.code() == Status::Code::kNotFound) return Status::OK();
   if (!st.ok() && st.code() != Status::Code::kCorruption) return st;
+  if (st.ok()) {  // that cache must not come back unformatted (CheckOwnerRecord)
+    std::vector<uint64_t> given_up;
+    WBFS_RETURN_IF_ERROR(store->GetGivenUp(&given_up));
+    if (std::find(given_up.begin(), given_up.end(), r.cache_nonce) == given_up.end()) {
+      given_up.push_back(r.cache_nonce);
+      WBFS_RETURN_IF_ERROR(store->SetGivenUp(given_up));
+    }
+  }
   WBFS_RETURN_IF_ERROR(store->ClearOwnerRecord());
   if (st.ok()) {
     *said = "cleared the record that the cache " + Hex(r.cache_nonce) + " on host " + r.host +
             " held data for " + uri + " not yet written back: that data is given up, and a mount with "
-            "another cache is no longer refused (that cache must not be mounted over the image again: "
-            "wbfs format --force it)";
+            "another cache is no longer refused (that cache is, until `wbfs format --force` makes it new)";
   } else {
     *said = "cleared an unreadable record of a cache holding data for " + uri + " ('" + raw +
             "'): that data is given up";

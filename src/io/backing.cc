@@ -70,6 +70,35 @@ std::string EncodeOwnerRecord(const OwnerRecord& r) {
          " since_ms=" + std::to_string(r.since_ms) + " updated_ms=" + std::to_string(r.updated_ms);
 }
 
+std::string EncodeGivenUp(const std::vector<uint64_t>& nonces) {
+  std::string s = "wbfs-given-up/1";
+  char hex[20];
+  const size_t from = nonces.size() > kMaxGivenUp ? nonces.size() - kMaxGivenUp : 0;
+  for (size_t i = from; i < nonces.size(); i++) {
+    std::snprintf(hex, sizeof(hex), " %016llx", static_cast<unsigned long long>(nonces[i]));
+    s += hex;
+  }
+  return s;
+}
+
+Status DecodeGivenUp(const std::string& text, std::vector<uint64_t>* nonces) {
+  std::istringstream in(text);
+  std::string word;
+  if (!(in >> word) || word != "wbfs-given-up/1") return Status::Corruption("not a given-up list: '" + text + "'");
+  std::vector<uint64_t> out;
+  while (in >> word) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(word.c_str(), &end, 16);
+    if (word.size() != 16 || errno != 0 || end == nullptr || *end != '\0') {
+      return Status::Corruption("a given-up list with a bad nonce '" + word + "'");
+    }
+    out.push_back(v);
+  }
+  *nonces = std::move(out);
+  return Status::OK();
+}
+
 Status DecodeOwnerRecord(const std::string& text, OwnerRecord* r) {
   auto bad = [&](const std::string& why) {
     return Status::Corruption("the owner record '" + text + "' " + why);

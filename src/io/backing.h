@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "wbfs/device.h"
 #include "wbfs/status.h"
@@ -108,6 +109,14 @@ std::string EncodeOwnerRecord(const OwnerRecord& r);
 // not write (unknown keys of a later version are ignored).
 Status DecodeOwnerRecord(const std::string& text, OwnerRecord* r);
 
+// The caches whose data `wbfs recover` gave up for the image, newest last,
+// at most kMaxGivenUp: such a cache, mounted again unformatted, would write
+// its old data over newer writes, so it is refused. "wbfs-given-up/1 HEX
+// HEX ...": one line of text. Decoding: Corruption for anything else.
+inline constexpr size_t kMaxGivenUp = 32;
+std::string EncodeGivenUp(const std::vector<uint64_t>& nonces);
+Status DecodeGivenUp(const std::string& text, std::vector<uint64_t>* nonces);
+
 // The capability of a backing device that keeps an owner record (RbdDevice
 // opened for writing). Thread-safe, callable while the engine runs.
 class OwnerRecordStore {
@@ -119,6 +128,9 @@ class OwnerRecordStore {
   virtual Status SetOwnerRecord(const OwnerRecord& r) = 0;
   // Removes the record; OK when there was none.
   virtual Status ClearOwnerRecord() = 0;
+  // The given-up list (above): empty when there is none.
+  virtual Status GetGivenUp(std::vector<uint64_t>* nonces) = 0;
+  virtual Status SetGivenUp(const std::vector<uint64_t>& nonces) = 0;
   // Who holds the backing's lock now, for status ("" when unknown).
   virtual std::string LockHolderText() { return ""; }
 };
@@ -133,6 +145,8 @@ inline constexpr const char* kRbdJournalBackingKey = "wbfs.backing_id";
 inline constexpr const char* kRbdHolderKey = "wbfs.holder";
 // The metadata key of a backing image holding its owner record.
 inline constexpr const char* kRbdOwnerKey = "wbfs.dirty";
+// The metadata key of a backing image holding its given-up list.
+inline constexpr const char* kRbdGivenUpKey = "wbfs.given_up";
 
 }  // namespace wbfs
 

@@ -351,18 +351,27 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   }
 
   Status GetOwnerRecord(OwnerRecord* rec, std::string* raw) override {
-    std::vector<char> buf(512);
-    size_t len = buf.size();
-    int r = rbd_metadata_get(img_, kRbdOwnerKey, buf.data(), &len);
-    if (r == -ERANGE) {
-      buf.resize(len);
-      r = rbd_metadata_get(img_, kRbdOwnerKey, buf.data(), &len);
-    }
-    if (r == -ENOENT) return Status::NotFound(uri_ + " has no " + kRbdOwnerKey + " record");
-    if (r < 0) return Status::IOError(uri_ + ": cannot read the metadata " + kRbdOwnerKey + ": " + ErrText(r), -r);
-    const std::string text(buf.data(), ::strnlen(buf.data(), len));
+    std::string text;
+    WBFS_RETURN_IF_ERROR(GetMeta(kRbdOwnerKey, &text));
     if (raw != nullptr) *raw = text;
     return DecodeOwnerRecord(text, rec);
+  }
+
+  Status GetGivenUp(std::vector<uint64_t>* nonces) override {
+    std::string text;
+    Status st = GetMeta(kRbdGivenUpKey, &text);
+    if (st.code() == Status::Code::kNotFound) {
+      nonces->clear();
+      return Status::OK();
+    }
+    WBFS_RETURN_IF_ERROR(st);
+    return DecodeGivenUp(text, nonces);
+  }
+
+  Status SetGivenUp(const std::vector<uint64_t>& nonces) override {
+    const int r = rbd_metadata_set(img_, kRbdGivenUpKey, EncodeGivenUp(nonces).c_str());
+    if (r < 0) return Status::IOError(uri_ + ": cannot write the metadata " + kRbdGivenUpKey + ": " + ErrText(r), -r);
+    return Status::OK();
   }
 
   Status SetOwnerRecord(const OwnerRecord& rec) override {
@@ -382,6 +391,21 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   std::string LockHolderText() override { return HolderText(img_); }
 
  private:
+  // The image's metadata `key`; NotFound when it has none.
+  Status GetMeta(const char* key, std::string* text) {
+    std::vector<char> buf(512);
+    size_t len = buf.size();
+    int r = rbd_metadata_get(img_, key, buf.data(), &len);
+    if (r == -ERANGE) {
+      buf.resize(len);
+      r = rbd_metadata_get(img_, key, buf.data(), &len);
+    }
+    if (r == -ENOENT) return Status::NotFound(uri_ + " has no " + key + " record");
+    if (r < 0) return Status::IOError(uri_ + ": cannot read the metadata " + key + ": " + ErrText(r), -r);
+    text->assign(buf.data(), ::strnlen(buf.data(), len));
+    return Status::OK();
+  }
+
   // One read or write. A transfer within one RADOS object is one
   // synchronous call; a larger one (a writeback window, a replay read) is
   // split at object boundaries and the pieces are issued together with

@@ -88,7 +88,10 @@ cat "$T/recover.out"
 grep -q "cleared the record that the cache $(nonce_of a) on host $host held data for rbd:rbd/vm not yet written back: that data is given up" \
   "$T/recover.out" || fail "recover does not say it cleared the record: $(cat "$T/recover.out")"
 [ -z "$(record)" ] || fail "recover left the record"
-# A's data was given up: as recover says, A must not be mounted over the image again as it is.
+# A's data was given up: A, mounted as it is, would write it over newer
+# writes: refused (the image's wbfs.given_up) until formatted.
+expect_exit 1 "was given up by .wbfs recover.* format --force" mount_with a
+rbd image-meta get rbd/vm wbfs.given_up | grep -q "$(nonce_of a)" || fail "the given-up list lacks A"
 "$WBFS" format --force "$T/a.cache" >/dev/null
 mount_with b
 cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d1" ||
@@ -101,8 +104,8 @@ wbfs_umount
 mount_with c
 cmp <(dd if="$MNT/image" bs=64k skip=16 count=16 iflag=direct status=none) "$T/d2" || fail "C does not see B's data"
 wbfs_umount
-[ -z "$(rbd image-meta list --format json rbd/vm | jq -r 'keys[]? | select(startswith("wbfs."))')" ] ||
-  fail "wbfs metadata left after clean unmounts: $(rbd image-meta list rbd/vm)"
+[ -z "$(rbd image-meta list --format json rbd/vm | jq -r 'keys[]? | select(startswith("wbfs.") and . != "wbfs.given_up")')" ] ||
+  fail "wbfs metadata besides the given-up list left after clean unmounts: $(rbd image-meta list rbd/vm)"
 
 # --- Way out 3, offline: `wbfs writeback` with A's cache writes its data
 # back and removes the record (with another cache it is refused, as a

@@ -3,6 +3,8 @@
 // mount, on an in-memory backing that keeps a record as an RBD image does.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -25,6 +27,7 @@ constexpr uint64_t kMiB = 1 << 20;
 struct Meta {
   bool present = false;
   std::string text;
+  std::string given_up;  // the wbfs.given_up text, "" when none
   int sets = 0;
 };
 
@@ -52,6 +55,17 @@ class SharedBacking final : public Device, public OwnerRecordStore {
   Status ClearOwnerRecord() override {
     meta_->present = false;
     meta_->text.clear();
+    return Status::OK();
+  }
+  Status GetGivenUp(std::vector<uint64_t>* nonces) override {
+    if (meta_->given_up.empty()) {
+      nonces->clear();
+      return Status::OK();
+    }
+    return DecodeGivenUp(meta_->given_up, nonces);
+  }
+  Status SetGivenUp(const std::vector<uint64_t>& nonces) override {
+    meta_->given_up = EncodeGivenUp(nonces);
     return Status::OK();
   }
 
@@ -224,6 +238,37 @@ TEST_CASE("TheRecordOverMountsOfTwoCaches") {
   REQUIRE(mount(cache_b, true, true, &cleared).ok());
   CHECK(cleared);
   CHECK_FALSE(meta->present);
+
+  // Recover gives A's data up: A, unformatted, is refused from then on (it
+  // would write that data over newer writes); B gets in, and so does A
+  // once formatted (a blank superblock: a new nonce).
+  REQUIRE(mount(cache_a, true, false, &cleared).ok());
+  REQUIRE(meta->present);
+  {
+    auto b = Shared(disk, meta);
+    std::string said;
+    REQUIRE(cli::ClearOwnerRecordForRecover(*b, "rbd:pool/vm", &said).ok());
+  }
+  CHECK_FALSE(meta->present);
+  const Status given_up = mount(cache_a, false, true, &cleared);
+  CHECK(given_up.code() == Status::Code::kBusy);
+  CHECK(given_up.message().find("was given up by `wbfs recover`") != std::string::npos);
+  REQUIRE(mount(cache_b, false, true, &cleared).ok());
+  std::fill(cache_a->data.begin(), cache_a->data.begin() + 4096, 0);  // wbfs format --force
+  cache_a->durable = cache_a->data;
+  REQUIRE(mount(cache_a, false, true, &cleared).ok());
+}
+
+TEST_CASE("GivenUpListRoundTripsAndKeepsTheNewest") {
+  std::vector<uint64_t> in, out;
+  for (uint64_t i = 1; i <= kMaxGivenUp + 5; i++) in.push_back(i * 0x1111);
+  REQUIRE(DecodeGivenUp(EncodeGivenUp(in), &out).ok());
+  REQUIRE(out.size() == kMaxGivenUp);
+  CHECK(out.front() == 6 * 0x1111);
+  CHECK(out.back() == in.back());
+  for (const char* bad : {"", "wbfs-given-up/2 0000000000000001", "wbfs-given-up/1 1", "wbfs-given-up/1 zz00000000000001"}) {
+    CHECK(DecodeGivenUp(bad, &out).code() == Status::Code::kCorruption);
+  }
 }
 
 TEST_CASE("RecoverClearsTheRecordAndSaysWhatIsGivenUp") {
