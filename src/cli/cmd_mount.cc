@@ -127,17 +127,6 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     (void)!::write(fd, "-1000", 5);
     ::close(fd);
   }
-  BackingOptions bo;
-  bo.ceph_conf = c.ceph_conf;
-  bo.ceph_client_id = c.ceph_client_id;
-  auto backing = OpenBackingDevice(c.backing, bo);
-  if (!backing.ok()) {
-    // A wrong pool or image name (or a size no image can have) is a usage
-    // error, as a missing backing file is caught before the fork.
-    const int code = backing.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
-    Report(ready_fd, code, "backing: " + backing.status().message());
-    return code;
-  }
   DeviceOptions co;
   co.direct = true;
   auto cache = OpenPosixDevice(c.cache, co);
@@ -145,11 +134,25 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     Report(ready_fd, kExitFailure, "cache: " + cache.status().message());
     return kExitFailure;
   }
+  BackingOptions bo;
+  bo.ceph_conf = c.ceph_conf;
+  bo.ceph_client_id = c.ceph_client_id;
   // A shared backing (RBD) whose newest data is in another host's cache is
-  // refused before anything is written (see cli/owner_record.h).
-  if (Status ost = CheckOwnerRecord(*backing.value(), *cache.value(), c.backing); !ost.ok()) {
-    Report(ready_fd, kExitFailure, ost.message());
+  // refused as its lock is taken, before anything is written (see
+  // cli/owner_record.h); files and block devices keep no record.
+  Status refused;
+  bo.admit = [&](Device& b) { return refused = CheckOwnerRecord(b, *cache.value(), c.backing); };
+  auto backing = OpenBackingDevice(c.backing, bo);
+  if (!refused.ok()) {
+    Report(ready_fd, kExitFailure, refused.message());
     return kExitFailure;
+  }
+  if (!backing.ok()) {
+    // A wrong pool or image name (or a size no image can have) is a usage
+    // error, as a missing backing file is caught before the fork.
+    const int code = backing.status().code() == Status::Code::kInvalidArgument ? kExitUsage : kExitFailure;
+    Report(ready_fd, code, "backing: " + backing.status().message());
+    return code;
   }
   Device* const cache_dev = cache.value().get();  // owned by the engine from here on
   OwnerRecordStore* const owner_store = OwnerRecordOf(*backing.value());  // null for files and block devices

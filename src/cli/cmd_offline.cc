@@ -59,10 +59,8 @@ int CmdWriteback(const std::vector<std::string>& args) {
   if (int rc = cl.Parse(args); rc >= 0) return rc;
   const std::string bpath = cl.Value("backing"), cpath = cl.Value("cache");
   if (bpath.empty() || cpath.empty()) return cl.UsageError();
-  const BackingOptions bo = CephOptions(cl);
+  BackingOptions bo = CephOptions(cl);
   const std::string bspec = IsRbdUri(bpath) ? bpath : AbsolutePath(bpath);
-  auto backing = OpenBackingOffline(bpath, bo);
-  if (!backing.ok()) return OpenFail(backing.status());
   DeviceOptions co;
   co.direct = true;
   auto cache = OpenPosixDevice(cpath, co);
@@ -74,9 +72,12 @@ int CmdWriteback(const std::vector<std::string>& args) {
   }
   // Another cache's data still owed to a shared backing (RBD): writing
   // this cache's over it would go back in time (cli/owner_record.h).
-  if (Status ost = CheckOwnerRecord(*backing.value(), *cache.value(), bpath); !ost.ok()) {
-    return Fail(kExitFailure, "writeback: " + ost.message());
-  }
+  // Refused as the image's lock is taken, before anything is written.
+  Status refused;
+  bo.admit = [&](Device& b) { return refused = CheckOwnerRecord(b, *cache.value(), bpath); };
+  auto backing = OpenBackingOffline(bpath, bo);
+  if (!refused.ok()) return Fail(kExitFailure, "writeback: " + refused.message());
+  if (!backing.ok()) return OpenFail(backing.status());
   OwnerRecordStore* const owner_store = OwnerRecordOf(*backing.value());  // the engine owns the device from below
   // Read before the engine takes the device: a blank cache has nothing to
   // write back (the engine refuses it, after applying an interrupted

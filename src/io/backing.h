@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,12 @@ struct BackingOptions {
   // `broken_holder` is set, it receives the holder's description.
   bool break_lock = false;
   std::string* broken_holder = nullptr;
+  // RBD, `exclusive`: called with the image once its lock is taken,
+  // before anything is written (its owner record can be read); a failure
+  // gives the lock back and fails the open, nothing written. The mount's
+  // "dirty elsewhere" check (src/cli/owner_record.h). Not called for a
+  // path.
+  std::function<Status(Device&)> admit;
 };
 
 // Opens a backing by path or rbd: URI.

@@ -278,15 +278,16 @@ std::string SelfText() {
 // the image's exclusive lock, which a writer holds.
 class RbdDevice final : public Device, public OwnerRecordStore {
  public:
+  // Not locked yet: OpenOn takes the lock (MarkLocked) after `admit`.
   RbdDevice(std::shared_ptr<Pool> pool, rbd_image_t img, std::string uri, std::string identity,
-            uint64_t size, uint64_t obj_size, bool locked)
+            uint64_t size, uint64_t obj_size)
       : pool_(std::move(pool)),
         img_(img),
         uri_(std::move(uri)),
         identity_(std::move(identity)),
         size_(size),
-        obj_size_(obj_size),
-        locked_(locked) {}
+        obj_size_(obj_size) {}
+  void MarkLocked() { locked_ = true; }
   ~RbdDevice() override {
     if (locked_) {
       // Leave nothing that names us once we are gone.
@@ -435,9 +436,16 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   const std::string identity_;
   const uint64_t size_;
   const uint64_t obj_size_;  // bytes per RADOS object (4 MiB by default)
-  const bool locked_;
+  bool locked_ = false;  // set once, by OpenOn, before anyone else sees the device
   std::atomic<uint64_t> busy_ns_{0};
 };
+
+// "in use", naming the lock's holder.
+Status InUse(const std::string& uri, rbd_image_t im) {
+  return Status::Busy(uri + " is in use: its exclusive lock is held by " + HolderText(im) +
+                      "; unmount it there first (a dead holder's lock is broken by librbd "
+                      "once its watch times out, about 30 s)");
+}
 
 // Opens `s` in `pool`: checks the size and (for a writer) the lock
 // feature before anything is written, then takes the lock.
@@ -475,6 +483,8 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
                                    "its backing (" + std::to_string(identity.size()) + " > " +
                                    std::to_string(format::kMaxBackingIdLen) + " bytes)");
   }
+  closer.armed = false;  // the device closes the image from here on
+  std::unique_ptr<RbdDevice> dev(new RbdDevice(std::move(pool), im, uri, std::move(identity), size, obj_size));
   const bool lock = o.exclusive && !o.read_only;
   if (lock) {
     uint64_t features = 0;
@@ -518,17 +528,24 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
     }
     if (r < 0) {
       if (r == -EROFS || r == -EBUSY || r == -EAGAIN) {
-        return Status::Busy(uri + " is in use: its exclusive lock is held by " + HolderText(im) +
-                            "; unmount it there first (a dead holder's lock is broken by librbd "
-                            "once its watch times out, about 30 s)");
+        return InUse(uri, im);
       }
       return Status::IOError(uri + ": cannot take the image's exclusive lock: " + ErrText(r), -r);
     }
+    // Admitted only now: a holder's "in use" comes first (the lock is
+    // what to act on), and the record is read by the lock's owner. A
+    // refusal gives the lock back having written nothing.
+    if (bo != nullptr && bo->admit) {
+      if (Status st = bo->admit(*dev); !st.ok()) {
+        (void)rbd_lock_release(im);
+        return st;
+      }
+    }
+    dev->MarkLocked();
     // Best effort: only a refused client's message reads it.
     (void)rbd_metadata_set(im, kRbdHolderKey, SelfText().c_str());
   }
-  closer.armed = false;
-  return std::unique_ptr<Device>(new RbdDevice(std::move(pool), im, uri, std::move(identity), size, obj_size, lock));
+  return std::unique_ptr<Device>(std::move(dev));
 }
 
 }  // namespace
