@@ -76,8 +76,11 @@ struct EngineOptions {
   // the backing's error: a transient outage is a pause to the user, not an
   // I/O error; a backing that stays away is an error within a bounded
   // time, not a hang. 0: the first failure fails the write (and always
-  // without threads: nothing could change meanwhile).
-  uint32_t room_retry_ms = 30000;
+  // without threads: nothing could change meanwhile). 60 s: a Ceph
+  // cluster takes 20 s (osd_heartbeat_grace) to notice a dead OSD and
+  // more to re-peer; 30 s was too short for the e2e outage test's 15 s
+  // stop on a loaded machine (the OSD came back slowly).
+  uint32_t room_retry_ms = 60000;
   // Recovery after data loss on the cache: a cached block that fails its
   // checksum is skipped by writeback (the backing keeps its older copy of
   // that block) instead of stopping writeback with the block kept dirty.
