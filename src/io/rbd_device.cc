@@ -182,16 +182,26 @@ Result<rbd_image_t> OpenImage(Pool& pool, const RbdSpec& s, bool read_only) {
   return img;
 }
 
-std::string MetadataGet(rbd_image_t img, const char* key) {
-  std::vector<char> buf(256);
+// The image's metadata `key` (of the image `uri`, for messages): NotFound
+// when it has none.
+Status ReadMetadata(rbd_image_t img, const std::string& uri, const char* key, std::string* text) {
+  std::vector<char> buf(512);
   size_t len = buf.size();
   int r = rbd_metadata_get(img, key, buf.data(), &len);
   if (r == -ERANGE) {
     buf.resize(len);
     r = rbd_metadata_get(img, key, buf.data(), &len);
   }
-  if (r < 0) return "";
-  return std::string(buf.data(), ::strnlen(buf.data(), len));
+  if (r == -ENOENT) return Status::NotFound(uri + " has no " + key + " record");
+  if (r < 0) return Status::IOError(uri + ": cannot read the metadata " + key + ": " + ErrText(r), -r);
+  text->assign(buf.data(), ::strnlen(buf.data(), len));
+  return Status::OK();
+}
+
+// The same, "" when it is missing or cannot be read.
+std::string MetadataGet(rbd_image_t img, const char* key) {
+  std::string text;
+  return ReadMetadata(img, "", key, &text).ok() ? text : "";
 }
 
 // Who holds the image's exclusive lock, for a refusal: librbd's lock owner
@@ -304,14 +314,14 @@ class RbdDevice final : public Device, public OwnerRecordStore {
 
   Status GetOwnerRecord(OwnerRecord* rec, std::string* raw) override {
     std::string text;
-    WBFS_RETURN_IF_ERROR(GetMeta(kRbdOwnerKey, &text));
+    WBFS_RETURN_IF_ERROR(ReadMetadata(img_, uri_, kRbdOwnerKey, &text));
     if (raw != nullptr) *raw = text;
     return DecodeOwnerRecord(text, rec);
   }
 
   Status GetGivenUp(std::vector<uint64_t>* nonces) override {
     std::string text;
-    Status st = GetMeta(kRbdGivenUpKey, &text);
+    Status st = ReadMetadata(img_, uri_, kRbdGivenUpKey, &text);
     if (st.code() == Status::Code::kNotFound) {
       nonces->clear();
       return Status::OK();
@@ -321,16 +331,10 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   }
 
   Status SetGivenUp(const std::vector<uint64_t>& nonces) override {
-    const int r = rbd_metadata_set(img_, kRbdGivenUpKey, EncodeGivenUp(nonces).c_str());
-    if (r < 0) return Status::IOError(uri_ + ": cannot write the metadata " + kRbdGivenUpKey + ": " + ErrText(r), -r);
-    return Status::OK();
+    return WriteMetadata(kRbdGivenUpKey, EncodeGivenUp(nonces));
   }
 
-  Status SetOwnerRecord(const OwnerRecord& rec) override {
-    const int r = rbd_metadata_set(img_, kRbdOwnerKey, EncodeOwnerRecord(rec).c_str());
-    if (r < 0) return Status::IOError(uri_ + ": cannot write the metadata " + kRbdOwnerKey + ": " + ErrText(r), -r);
-    return Status::OK();
-  }
+  Status SetOwnerRecord(const OwnerRecord& rec) override { return WriteMetadata(kRbdOwnerKey, EncodeOwnerRecord(rec)); }
 
   Status ClearOwnerRecord() override {
     const int r = rbd_metadata_remove(img_, kRbdOwnerKey);
@@ -343,18 +347,9 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   std::string LockHolderText() override { return HolderText(img_); }
 
  private:
-  // The image's metadata `key`; NotFound when it has none.
-  Status GetMeta(const char* key, std::string* text) {
-    std::vector<char> buf(512);
-    size_t len = buf.size();
-    int r = rbd_metadata_get(img_, key, buf.data(), &len);
-    if (r == -ERANGE) {
-      buf.resize(len);
-      r = rbd_metadata_get(img_, key, buf.data(), &len);
-    }
-    if (r == -ENOENT) return Status::NotFound(uri_ + " has no " + key + " record");
-    if (r < 0) return Status::IOError(uri_ + ": cannot read the metadata " + key + ": " + ErrText(r), -r);
-    text->assign(buf.data(), ::strnlen(buf.data(), len));
+  Status WriteMetadata(const char* key, const std::string& text) {
+    const int r = rbd_metadata_set(img_, key, text.c_str());
+    if (r < 0) return Status::IOError(uri_ + ": cannot write the metadata " + key + ": " + ErrText(r), -r);
     return Status::OK();
   }
 
@@ -390,13 +385,6 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   bool locked_ = false;  // set once, by OpenOn, before anyone else sees the device
   std::atomic<uint64_t> busy_ns_{0};
 };
-
-// "in use", naming the lock's holder.
-Status InUse(const std::string& uri, rbd_image_t im) {
-  return Status::Busy(uri + " is in use: its exclusive lock is held by " + HolderText(im) +
-                      "; unmount it there first (a dead holder's lock is broken by librbd "
-                      "once its watch times out, about 30 s)");
-}
 
 // Opens `s` in `pool`: checks the size and (for a writer) the lock
 // feature before anything is written, then takes the lock.
@@ -479,7 +467,9 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
     }
     if (r < 0) {
       if (r == -EROFS || r == -EBUSY || r == -EAGAIN) {
-        return InUse(uri, im);
+        return Status::Busy(uri + " is in use: its exclusive lock is held by " + HolderText(im) +
+                            "; unmount it there first (a dead holder's lock is broken by librbd "
+                            "once its watch times out, about 30 s)");
       }
       return Status::IOError(uri + ": cannot take the image's exclusive lock: " + ErrText(r), -r);
     }
