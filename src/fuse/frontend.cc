@@ -8,17 +8,39 @@
 // never answers ENOSYS (which would make the kernel skip every later one).
 // Every handler ends in exactly one fuse_reply_*; exceptions never unwind
 // into libfuse.
+//
+// Taking over a live connection (a restarted daemon): libfuse 3.14 has no
+// call for it, and its session answers every request before INIT with
+// EIO. So every session reads and writes the device through
+// fuse_session_custom_io: a first mount's read hook keeps the kernel's INIT
+// request for a successor (FrontendOptions::on_init); a successor's read
+// hook hands libfuse that INIT once, as if the kernel had sent it again,
+// and its writev hook swallows the reply (the kernel negotiated long ago;
+// the same request gives libfuse the same protocol minor, buffer size and
+// max_write). Until that reply, other worker threads wait instead of
+// reading; right after it, FUSE_NOTIFY_RESEND makes the kernel queue again
+// every request the dead daemon had read but not answered. Speaking the
+// protocol directly was the other way; it would mean owning every
+// request's layout for the sake of one request at start.
 #define FUSE_USE_VERSION 314
 #include "fuse/frontend.h"
 
 #include <fuse_lowlevel.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -29,6 +51,29 @@ namespace {
 
 constexpr fuse_ino_t kImageIno = 2;
 constexpr double kTimeout = 86400.0;  // only wbfs changes anything here
+// FUSE_NOTIFY_RESEND (Linux 6.9); Debian 12's uapi header predates it.
+constexpr int32_t kNotifyResend = 7;
+
+// What the device hooks share (see the top of the file).
+struct Io {
+  int fd = -1;
+  bool adopting = false;     // a successor: inject adopt_init first
+  std::mutex mu;
+  std::condition_variable cv;
+  bool injected = false;     // guarded by mu
+  std::atomic<bool> init_done{false};
+  std::atomic<bool> init_seen{false};  // a first mount: on_init called
+  std::string resend_error;  // written before init_done is set
+};
+
+// Quiesce's gate: handlers count themselves in; once closed, a handler
+// that arrives waits for the process to end.
+struct Gate {
+  std::atomic<bool> closed{false};
+  std::atomic<int> inflight{0};
+  std::mutex mu;
+  std::condition_variable cv;
+};
 
 struct Ctx {
   Engine* engine;
@@ -36,9 +81,36 @@ struct Ctx {
   uid_t uid;
   gid_t gid;
   time_t start;
+  Io* io;
+  Gate* gate;
 };
 
 Ctx* Get(fuse_req_t req) { return static_cast<Ctx*>(fuse_req_userdata(req)); }
+
+// Counts a handler in; false (after waiting forever) once the gate closed.
+class GatePass {
+ public:
+  explicit GatePass(Gate* g) : g_(g) {
+    g_->inflight.fetch_add(1);
+    if (g_->closed.load()) {
+      Leave();
+      std::unique_lock<std::mutex> lk(g_->mu);
+      for (;;) g_->cv.wait(lk);  // the process exits without answering
+    }
+  }
+  ~GatePass() { Leave(); }
+  GatePass(const GatePass&) = delete;
+  GatePass& operator=(const GatePass&) = delete;
+
+ private:
+  void Leave() {
+    if (g_->inflight.fetch_sub(1) == 1 && g_->closed.load()) {
+      std::lock_guard<std::mutex> lk(g_->mu);
+      g_->cv.notify_all();
+    }
+  }
+  Gate* g_;
+};
 
 void FillAttr(const Ctx* c, fuse_ino_t ino, struct stat* st) {
   std::memset(st, 0, sizeof(*st));
@@ -60,6 +132,7 @@ void FillAttr(const Ctx* c, fuse_ino_t ino, struct stat* st) {
 
 template <typename F>
 void Guard(fuse_req_t req, F&& f) {
+  GatePass pass(Get(req)->gate);
   try {
     f();
   } catch (const std::bad_alloc&) {
@@ -333,6 +406,86 @@ std::string OptionValue(std::string s) {
 }
 
 Ctx g_ctx;
+Io g_io;
+Gate g_gate;
+
+ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
+  Io* io = static_cast<Ctx*>(userdata)->io;
+  if (io->adopting && !io->init_done.load(std::memory_order_acquire)) {
+    std::unique_lock<std::mutex> lk(io->mu);
+    if (!io->injected) {
+      io->injected = true;
+      const std::string& init = g_ctx.opts->adopt_init;
+      if (len < init.size()) {
+        errno = EIO;
+        return -1;
+      }
+      std::memcpy(buf, init.data(), init.size());
+      return static_cast<ssize_t>(init.size());
+    }
+    io->cv.wait(lk, [io] { return io->init_done.load(); });
+  }
+  const ssize_t n = ::read(fd, buf, len);
+  if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) && !io->adopting &&
+      !io->init_seen.load(std::memory_order_relaxed) &&
+      static_cast<const fuse_in_header*>(buf)->opcode == FUSE_INIT) {
+    const int saved = errno;
+    io->init_seen.store(true);
+    if (g_ctx.opts->on_init) g_ctx.opts->on_init(std::string(static_cast<const char*>(buf), static_cast<size_t>(n)));
+    errno = saved;
+  }
+  return n;
+}
+
+ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  Io* io = static_cast<Ctx*>(userdata)->io;
+  if (io->adopting && !io->init_done.load(std::memory_order_acquire)) {
+    // The reply to the injected INIT: the only reply before init_done,
+    // as no other request is read until then.
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += iov[i].iov_len;
+    fuse_out_header resend;
+    std::memset(&resend, 0, sizeof(resend));
+    resend.len = sizeof(resend);
+    resend.error = kNotifyResend;
+    resend.unique = 0;
+    const ssize_t w = ::write(fd, &resend, sizeof(resend));
+    if (w != static_cast<ssize_t>(sizeof(resend))) {
+      io->resend_error = std::string("FUSE_NOTIFY_RESEND failed: ") +
+                         (w < 0 ? std::strerror(errno) : "short write");
+    }
+    {
+      std::lock_guard<std::mutex> lk(io->mu);
+      io->init_done.store(true, std::memory_order_release);
+    }
+    io->cv.notify_all();
+    return static_cast<ssize_t>(total);
+  }
+  return ::writev(fd, iov, count);
+}
+
+// Whether the connection on `fd` is still up (the kernel reports a dead
+// one as an error on poll).
+bool Connected(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) >= 0 && (p.revents & (POLLERR | POLLNVAL)) == 0;
+}
+
+// Unmounts an adopted connection (libfuse does not know its mountpoint):
+// lazily, as libfuse does for its own mounts.
+void UnmountAdopted(const std::string& mountpoint) {
+  if (::geteuid() == 0) {
+    (void)::umount2(mountpoint.c_str(), MNT_DETACH);
+    return;
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execlp("fusermount3", "fusermount3", "-u", "-z", mountpoint.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  if (pid > 0) (void)::waitpid(pid, &status, 0);
+}
 
 }  // namespace
 
@@ -363,7 +516,7 @@ Frontend::~Frontend() {
 }
 
 Status Frontend::Mount() {
-  g_ctx = Ctx{engine_, &opts_, ::getuid(), ::getgid(), ::time(nullptr)};
+  g_ctx = Ctx{engine_, &opts_, ::getuid(), ::getgid(), ::time(nullptr), &g_io, &g_gate};
   std::string o = "default_permissions,fsname=" + OptionValue(opts_.fsname) + ",subtype=wbfs";
   if (opts_.allow_other) o += ",allow_other";
   const char* argv[] = {"wbfs", "-o", o.c_str()};
@@ -371,14 +524,41 @@ Status Frontend::Mount() {
   static const fuse_lowlevel_ops ops = MakeOps();
   se_ = fuse_session_new(&args, &ops, sizeof(ops), &g_ctx);
   if (se_ == nullptr) return Status::IOError("cannot create the FUSE session", EIO);
+  static const fuse_custom_io io = {IoWritev, IoRead, nullptr, nullptr};
+  if (opts_.adopt_fd >= 0) {
+    if (opts_.adopt_init.size() < sizeof(fuse_in_header) + 16 ||  // major, minor, readahead, flags
+        reinterpret_cast<const fuse_in_header*>(opts_.adopt_init.data())->opcode != FUSE_INIT) {
+      return Status::InvalidArgument("the kept INIT request of the connection is not one");
+    }
+    g_io.fd = opts_.adopt_fd;
+    g_io.adopting = true;
+    if (fuse_session_custom_io(se_, &io, opts_.adopt_fd) != 0) {
+      return Status::IOError("cannot take over the FUSE connection", EIO);
+    }
+    return Status::OK();  // mounted_ stays false: this process mounted nothing
+  }
   if (fuse_session_mount(se_, opts_.mountpoint.c_str()) != 0) {
     return Status::IOError("cannot mount on " + opts_.mountpoint +
                            " (is /dev/fuse available, and may this user mount?)",
                            EIO);
   }
   mounted_ = true;
+  g_io.fd = fuse_session_fd(se_);
+  if (fuse_session_custom_io(se_, &io, g_io.fd) != 0) {
+    return Status::IOError("cannot set the FUSE session's device calls", EIO);
+  }
   return Status::OK();
 }
+
+int Frontend::fd() const { return se_ == nullptr ? -1 : fuse_session_fd(se_); }
+
+void Frontend::Quiesce() {
+  g_gate.closed.store(true);
+  std::unique_lock<std::mutex> lk(g_gate.mu);
+  g_gate.cv.wait(lk, [] { return g_gate.inflight.load() == 0; });
+}
+
+std::string Frontend::ResendError() const { return g_io.init_done.load() ? g_io.resend_error : ""; }
 
 Status Frontend::Run() {
   if (fuse_set_signal_handlers(se_) != 0) return Status::IOError("cannot set signal handlers", EIO);
@@ -388,7 +568,11 @@ Status Frontend::Run() {
   int r = fuse_session_loop_mt(se_, cfg);
   fuse_loop_cfg_destroy(cfg);
   fuse_remove_signal_handlers(se_);
-  fuse_session_unmount(se_);
+  if (mounted_) {
+    fuse_session_unmount(se_);
+  } else if (opts_.adopt_fd >= 0 && Connected(opts_.adopt_fd)) {
+    UnmountAdopted(opts_.mountpoint);  // a signal ended the loop
+  }
   mounted_ = false;
   if (r < 0) return Status::IOError("the FUSE session failed", -r);
   return Status::OK();

@@ -4,6 +4,7 @@
 #ifndef WBFS_FUSE_FRONTEND_H_
 #define WBFS_FUSE_FRONTEND_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,17 @@ struct FrontendOptions {
   std::string fsname = "wbfs";  // shown by mount/findmnt
   bool allow_other = false;
   unsigned max_threads = 8;
+  // Taking over a live connection (a restarted daemon; src/cli/supervisor.h):
+  // the connection's /dev/fuse fd and the INIT request the kernel sent when
+  // it was mounted. Mount() then mounts nothing: the session is initialised
+  // from that INIT, whose reply is swallowed (the kernel had its reply long
+  // ago), and the kernel is asked (FUSE_NOTIFY_RESEND) to queue again every
+  // request that the dead daemon had read but not answered.
+  int adopt_fd = -1;
+  std::string adopt_init;
+  // A first mount: called once with the INIT request as the kernel sent it,
+  // so that a successor can adopt the connection.
+  std::function<void(const std::string&)> on_init;
 };
 
 class Frontend {
@@ -27,10 +39,22 @@ class Frontend {
   Frontend(Engine* engine, FrontendOptions opts);
   ~Frontend();
   // Creates the session and mounts it: the image is usable on return.
+  // With adopt_fd, takes the connection over instead (see FrontendOptions).
   Status Mount();
+  // The connection's /dev/fuse fd, after Mount().
+  int fd() const;
   // Serves requests until the file system is unmounted or a SIGTERM,
   // SIGINT or SIGHUP arrives; then unmounts (if still mounted).
   Status Run();
+  // A handover (wbfs restart): returns once every request being handled
+  // has been answered; requests read later are never answered by this
+  // process (they wait, and the successor gets them again through
+  // FUSE_NOTIFY_RESEND). The daemon must exit after this, not unmount.
+  void Quiesce();
+  // After an adopted connection started serving: what FUSE_NOTIFY_RESEND
+  // gave ("" = accepted, else why not: the requests the dead daemon held
+  // then wait until the kernel's own timeout, if any).
+  std::string ResendError() const;
 
  private:
   Engine* engine_;
