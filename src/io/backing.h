@@ -53,6 +53,11 @@ struct BackingOptions {
   // `broken_holder` is set, it receives the holder's description.
   bool break_lock = false;
   std::string* broken_holder = nullptr;
+  // RBD, `exclusive`: when exactly this owner (a LockOwner() of before)
+  // holds the lock, break it at once and take it: a restarted daemon's
+  // predecessor, seen dead by the supervisor. Any other holder is
+  // refused as usual.
+  std::string break_lock_of;
   // RBD, `exclusive`: called with the image once its lock is taken,
   // before anything is written (its owner record can be read); a failure
   // gives the lock back and fails the open, nothing written. The mount's
@@ -140,6 +145,9 @@ class OwnerRecordStore {
   virtual Status SetGivenUp(const std::vector<uint64_t>& nonces) = 0;
   // Who holds the backing's lock now, for status ("" when unknown).
   virtual std::string LockHolderText() { return ""; }
+  // librbd's name for this client as the lock's owner ("" if none): what a
+  // successor passes as BackingOptions::break_lock_of.
+  virtual std::string LockOwner() { return ""; }
 };
 
 // The device's record store, or null when it keeps none (files, block

@@ -204,20 +204,34 @@ std::string MetadataGet(rbd_image_t img, const char* key) {
   return ReadMetadata(img, "", key, &text).ok() ? text : "";
 }
 
-// Who holds the image's exclusive lock, for a refusal: librbd's lock owner
-// and what that holder recorded about itself.
-std::string HolderText(rbd_image_t img) {
-  std::string out;
+// The exclusive lock's owners as librbd names them (none if unlocked).
+std::vector<std::string> Owners(rbd_image_t img) {
+  std::vector<std::string> out;
   rbd_lock_mode_t mode;
   char* owners[8];
   size_t n = 8;
   if (rbd_lock_get_owners(img, &mode, owners, &n) == 0) {
-    for (size_t i = 0; i < n; i++) out += std::string(i ? ", " : "") + "'" + owners[i] + "'";
+    for (size_t i = 0; i < n; i++) out.emplace_back(owners[i]);
     rbd_lock_get_owners_cleanup(owners, n);
   }
+  return out;
+}
+
+// Who holds the image's exclusive lock, for a refusal: librbd's lock owner
+// and what that holder recorded about itself.
+std::string HolderText(rbd_image_t img) {
+  std::string out;
+  for (const std::string& o : Owners(img)) out += (out.empty() ? "'" : ", '") + o + "'";
   out = out.empty() ? "another client" : "the client " + out;
   const std::string who = MetadataGet(img, kRbdHolderKey);
   if (!who.empty()) out += " (" + who + ")";
+  return out;
+}
+
+// The lock's owners as librbd names them, joined by spaces ("" if none).
+std::string OwnersOf(rbd_image_t img) {
+  std::string out;
+  for (const std::string& o : Owners(img)) out += (out.empty() ? "" : " ") + o;
   return out;
 }
 
@@ -345,6 +359,7 @@ class RbdDevice final : public Device, public OwnerRecordStore {
   }
 
   std::string LockHolderText() override { return HolderText(img_); }
+  std::string LockOwner() override { return OwnersOf(img_); }
 
  private:
   Status WriteMetadata(const char* key, const std::string& text) {
@@ -435,6 +450,17 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
                                      (s.ns.empty() ? "" : s.ns + "/") + s.image + " exclusive-lock)");
     }
     r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
+    // A restarted daemon: its dead predecessor's lock goes at once (the
+    // supervisor saw that process end; Ceph would take ~30 s to notice).
+    if ((r == -EROFS || r == -EBUSY || r == -EAGAIN) && bo != nullptr && !bo->break_lock_of.empty() &&
+        OwnersOf(im) == bo->break_lock_of) {
+      const int b = rbd_lock_break(im, RBD_LOCK_MODE_EXCLUSIVE, bo->break_lock_of.c_str());
+      if (b < 0 && b != -ENOENT) {
+        return Status::IOError(uri + ": cannot break the lock of this mount's dead daemon (" + bo->break_lock_of +
+                               "): " + ErrText(b), -b);
+      }
+      r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
+    }
     // A holder that has just closed the image (a wbfs tool that exited a
     // moment ago) was seen to be refused now and then in the e2e test: the
     // release reaches this client late. A busy lock is asked again for
