@@ -38,7 +38,92 @@ bool IsStringKey(const std::string& k) {
          k == "journal" || k == "ceph_conf" || k == "ceph_client_id";
 }
 
+// Integer keys of the mount itself (the engine's are the tunables).
+struct IntKey {
+  const char* key;
+  int64_t min, max;
+  int64_t MountConfig::*field;
+};
+constexpr IntKey kIntKeys[] = {
+    {"restart_limit", 0, 100, &MountConfig::restart_limit},
+    {"restart_interval", 1, 86400, &MountConfig::restart_interval},
+};
+
+const IntKey* FindIntKey(const std::string& k) {
+  for (const IntKey& d : kIntKeys) {
+    if (k == d.key) return &d;
+  }
+  return nullptr;
+}
+
+Status SetInt(const IntKey& d, int64_t v, MountConfig* c) {
+  if (v < d.min || v > d.max) {
+    return Status::InvalidArgument(std::string(d.key) + ": " + std::to_string(v) + " is out of range [" +
+                                   std::to_string(d.min) + ", " + std::to_string(d.max) + "]");
+  }
+  c->*d.field = v;
+  return Status::OK();
+}
+
 }  // namespace
+
+std::string EncodeConfig(const MountConfig& c) {
+  std::string out;
+  auto put = [&out](const std::string& key, const std::string& v) {
+    static const char kHex[] = "0123456789abcdef";
+    out += key + "=";
+    for (unsigned char ch : v) {
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+    out += "\n";
+  };
+  put("backing", c.backing);
+  put("cache", c.cache);
+  put("mountpoint", c.mountpoint);
+  put("image_name", c.image_name);
+  put("journal", c.journal);
+  put("ceph_conf", c.ceph_conf);
+  put("ceph_client_id", c.ceph_client_id);
+  put("allow_other", c.allow_other ? "1" : "0");
+  put("accept_loss", c.accept_loss ? "1" : "0");
+  for (const IntKey& d : kIntKeys) put(d.key, std::to_string(c.*d.field));
+  for (const TunableDef& d : kTunableDefs) put(d.key, std::to_string(c.tunables.*d.field));
+  return out;
+}
+
+Status DecodeConfig(const std::string& text, MountConfig* c) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos || (line.size() - eq - 1) % 2 != 0) {
+      return Status::InvalidArgument("malformed configuration line");
+    }
+    const std::string key = line.substr(0, eq);
+    std::string v;
+    for (size_t i = eq + 1; i < line.size(); i += 2) {
+      auto nib = [](char h) { return h >= 'a' ? h - 'a' + 10 : h - '0'; };
+      v += static_cast<char>(nib(line[i]) * 16 + nib(line[i + 1]));
+    }
+    int64_t n = 0;
+    if (IsStringKey(key)) {
+      WBFS_RETURN_IF_ERROR(SetString(key, v, c));
+    } else if (key == "allow_other" || key == "accept_loss") {
+      (key == "allow_other" ? c->allow_other : c->accept_loss) = v == "1";
+    } else if (!ctl::ParseInt64(v, &n)) {
+      return Status::InvalidArgument(key + ": not an integer");
+    } else if (const IntKey* d = FindIntKey(key)) {
+      WBFS_RETURN_IF_ERROR(SetInt(*d, n, c));
+    } else {
+      WBFS_RETURN_IF_ERROR(SetTunable(&c->tunables, key, n));  // unknown: InvalidArgument
+    }
+  }
+  return Status::OK();
+}
 
 Status LoadConfigFile(const std::string& path, MountConfig* c) {
   // Read it whole first: a directory or an unreadable file is one sentence.
@@ -97,6 +182,10 @@ Status LoadConfigFile(const std::string& path, MountConfig* c) {
       if (!v.is_number_integer()) return BadKey(where, key, "must be an integer");
       Status st = SetTunable(&c->tunables, key, v.get<int64_t>());
       if (!st.ok()) return Status::InvalidArgument(where + ": " + st.message());
+    } else if (const IntKey* d = FindIntKey(key)) {
+      if (!v.is_number_integer()) return BadKey(where, key, "must be an integer");
+      Status st = SetInt(*d, v.get<int64_t>(), c);
+      if (!st.ok()) return Status::InvalidArgument(where + ": " + st.message());
     } else {
       return BadKey(where, key, "unknown key");
     }
@@ -124,6 +213,13 @@ Status ApplyOption(const std::string& item, MountConfig* c) {
     int64_t n = 0;
     if (!ctl::ParseInt64(val, &n)) return BadKey("-o", key, "must be a decimal integer (no spaces)");
     Status st = SetTunable(&c->tunables, key, n);
+    if (!st.ok()) return Status::InvalidArgument("-o " + st.message());
+    return Status::OK();
+  }
+  if (const IntKey* d = FindIntKey(key)) {
+    int64_t n = 0;
+    if (!ctl::ParseInt64(val, &n)) return BadKey("-o", key, "must be a decimal integer (no spaces)");
+    Status st = SetInt(*d, n, c);
     if (!st.ok()) return Status::InvalidArgument("-o " + st.message());
     return Status::OK();
   }

@@ -29,6 +29,13 @@ struct MountConfig {
   // --accept-loss (command line only, never a config key: accepting lost
   // data is a decision for one mount, not a setting that stays).
   bool accept_loss = false;
+  // The supervisor (src/cli/supervisor.h): a daemon that dies is replaced
+  // on the same FUSE connection unless this many restarts (crashes, not
+  // `wbfs restart`) happened within restart_interval seconds; then the
+  // supervisor gives up and the mount fails as a crash did before.
+  // restart_limit 0: no supervisor, a dead daemon ends the mount.
+  int64_t restart_limit = 10;
+  int64_t restart_interval = 60;
   Tunables tunables;
 };
 
@@ -42,6 +49,13 @@ Status ApplyOption(const std::string& item, MountConfig* c);
 
 // Checks what the file, -o and flags cannot check one by one.
 Status Validate(const MountConfig& c);
+
+// The whole configuration (accept_loss included) as text that
+// DecodeConfig reads back into the same MountConfig, byte for byte (paths
+// need not be UTF-8): one KEY=HEX line per setting. How the supervisor
+// hands a mount's settings to the daemons it starts.
+std::string EncodeConfig(const MountConfig& c);
+Status DecodeConfig(const std::string& text, MountConfig* c);
 
 }  // namespace wbfs::cli
 
