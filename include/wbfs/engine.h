@@ -24,6 +24,12 @@
 
 namespace wbfs {
 
+// Memory shared with a process that outlives this one (a supervisor's memfd,
+// mapped MAP_SHARED). See EngineOptions::ack_log.
+struct AckLogRegion { void* base = nullptr; size_t size = 0; };
+// Bytes a caller must map for an ack log (zero-filled at first use).
+size_t AckLogBytes();
+
 struct EngineOptions {
   Tunables tunables;
   // RAM buffers of one segment (512 KiB) each: the segment being filled
@@ -88,6 +94,26 @@ struct EngineOptions {
   // Where the engine reports errors and recoveries (once per episode, not
   // per retry). Called with the engine's lock held: must not call back.
   std::function<void(const std::string&)> log;
+  // The ack log: with a region (base != nullptr), Write returns only once
+  // every block it placed is also recorded there, and a Discard once it
+  // is (write-around writes and discards need no record: they are on the
+  // backing when they return). A record is dropped once its chunk is
+  // written to the cache device. So if this process dies (any way: the
+  // region and the page cache survive it), the next Open with the same
+  // cache and region applies every acknowledged write again, in order,
+  // after replaying the cache, flushes, and only then empties the region;
+  // a death meanwhile leaves it for the next Open (applying again is
+  // harmless). An unacknowledged write comes back whole per 4 KiB block
+  // or not at all. Open may therefore take a while (up to AckLogBytes()'s
+  // worth of writes and a flush).
+  // The region: at least 4096-aligned (mmap's), zero-filled at first use,
+  // AckLogBytes() bytes (fewer slots fit a smaller one; writes then wait
+  // for the flusher more often), mapped for the engine's whole life, used
+  // by one engine at a time. A region that holds records of another cache
+  // is refused (InvalidArgument, nothing changed); an empty one is taken
+  // over. Close() leaves it empty; a failed engine leaves its records.
+  // base == nullptr: no ack log (the crash simulation, offline tools).
+  AckLogRegion ack_log;
 };
 
 // The 16 counters of dm-writeboost, index = write*8 + hit*4 + buffer*2 + full,
@@ -154,6 +180,10 @@ struct EngineStats {
   // Cached blocks found not to match their checksum (version 3 caches):
   // reads of them fail with EIO and writeback keeps them dirty.
   uint64_t nr_checksum_errors = 0;
+  // The ack log (EngineOptions::ack_log): writes + discards applied again
+  // from the region at open, and records live now.
+  uint64_t ack_log_rebuilt = 0;
+  uint64_t ack_log_records = 0;
   bool failed = false;
   std::string error;              // why, when failed
 };

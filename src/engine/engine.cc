@@ -201,6 +201,9 @@ Status EngineImpl::Close() {
         lk.lock();
       }
       if (result.ok()) result = WriteRecordLocked(true);
+      // Every chunk is written (WriteRecordLocked waited for them), so the
+      // flusher trimmed every record: the region is left empty.
+      if (result.ok() && ack_) ack_->Trim(log_.flushed_seq());
     } else {
       result = FailedStatus();
     }
@@ -243,6 +246,7 @@ EngineStats EngineImpl::Stats() const {
   s.backing_point_seq = carry_.backing_point().chunk_seq;
   s.backing_point_ms = carry_.backing_point().time_ms;
   s.oldest_unapplied_ms = OldestUnappliedMsLocked();
+  s.ack_log_records = ack_ ? ack_->LiveCount() : 0;
   s.failed = failed_;
   s.error = error_;
   return s;
@@ -266,6 +270,75 @@ void EngineImpl::StartDropCaches() {
 using engine_detail::EngineImpl;
 using engine_detail::RandomU64;
 using format::kBlockSize;
+
+namespace {
+
+// Ack log slots by default: 4 x (8 RAM buffers x 128 blocks), so that the
+// log is full only when the flusher is far behind (17 MB of region).
+constexpr uint64_t kAckLogSlots = 4 * 8 * format::kBlocksPerSegment;
+
+// Reads the ack log in opts.ack_log, if any, for the cache of `meta`
+// (blank: about to be formatted). Nothing is written.
+Status ReadAckLog(const EngineOptions& opts, const log::CacheMeta& meta, const std::string& cache_name,
+                  std::unique_ptr<log::AckLog>* ack, std::vector<log::AckRecord>* records) {
+  if (opts.ack_log.base == nullptr) return Status::OK();
+  *ack = std::make_unique<log::AckLog>(opts.ack_log.base, opts.ack_log.size);
+  WBFS_RETURN_IF_ERROR((*ack)->Attach());
+  if (!(*ack)->formatted()) return Status::OK();
+  (*ack)->Scan(records);
+  if (!records->empty() && (meta.blank || (*ack)->nonce() != meta.sb.nonce)) {
+    return Status::InvalidArgument("the shared ack log belongs to another cache (nonce " +
+                                   std::to_string((*ack)->nonce()) + ", not that of " + cache_name +
+                                   "): it holds " + std::to_string(records->size()) +
+                                   " acknowledged writes of that cache; nothing was changed");
+  }
+  return Status::OK();
+}
+
+// Applies the acknowledged writes a dead engine left in the ack log (ack
+// logging off meanwhile), makes them durable on the cache, and only then
+// empties the region and hands it to the engine. A death before the end
+// leaves the region as it was: the next open applies them again.
+Status RebuildAckLog(EngineImpl* engine, std::unique_ptr<log::AckLog> ack,
+                     const std::vector<log::AckRecord>& records, const EngineOptions& opts, uint64_t nonce) {
+  if (!ack->formatted() || ack->nonce() != nonce) {
+    WBFS_RETURN_IF_ERROR(ack->Format(nonce));  // zeros, or empty and another cache's
+  }
+  Engine* e = engine;  // the public paths
+  for (const log::AckRecord& r : records) {
+    if (r.kind == log::AckRecord::kDiscard) {
+      WBFS_RETURN_IF_ERROR(e->Discard(r.offset, r.length).WithContext("applying the shared ack log again"));
+      continue;
+    }
+    // Each run of the sectors the block held, as a write of its own.
+    for (uint32_t a = 0; a < format::kSectorsPerBlock;) {
+      if (!(r.mask & (1u << a))) {
+        a++;
+        continue;
+      }
+      uint32_t b = a;
+      while (b < format::kSectorsPerBlock && (r.mask & (1u << b))) b++;
+      Status st = e->Write(r.offset + a * format::kSectorSize, r.data.data() + a * format::kSectorSize,
+                           (b - a) * format::kSectorSize);
+      WBFS_RETURN_IF_ERROR(st.WithContext("applying the shared ack log again"));
+      a = b;
+    }
+  }
+  if (!records.empty()) {
+    WBFS_RETURN_IF_ERROR(engine->Flush().WithContext("applying the shared ack log again"));
+    if (opts.log) {
+      opts.log("ack log: applied again " + std::to_string(records.size()) +
+               " writes and discards that the previous daemon had acknowledged");
+    }
+  }
+  ack->Reset();
+  engine->AttachAckLog(std::move(ack), records.size());
+  return Status::OK();
+}
+
+}  // namespace
+
+size_t AckLogBytes() { return log::AckLog::BytesFor(kAckLogSlots); }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
                                              std::unique_ptr<Device> backing,
@@ -322,6 +395,9 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
           "point " + log::RollbackPointText(loss));
     }
   }
+  std::unique_ptr<log::AckLog> ack;
+  std::vector<log::AckRecord> acked;
+  WBFS_RETURN_IF_ERROR(ReadAckLog(opts, meta, cache->Name(), &ack, &acked));
   // Everything checked (nothing written yet): the journal comes first, so
   // that a unit a crash interrupted reaches the backing before anything
   // else reads or writes it.
@@ -368,6 +444,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& opts,
     }
     WBFS_RETURN_IF_ERROR(engine->ForgetBackingPoint());
   }
+  // Last: the acknowledged writes go on top of everything the cache holds.
+  if (ack) WBFS_RETURN_IF_ERROR(RebuildAckLog(engine.get(), std::move(ack), acked, opts, sb.nonce));
   return std::unique_ptr<Engine>(std::move(engine));
 }
 

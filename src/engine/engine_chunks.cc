@@ -128,6 +128,9 @@ void EngineImpl::FlushFrontLocked() {
   }
   cv_.notify_all();
   if (!f.written) return;
+  // Written (the write returned): a death of this process can no longer
+  // lose the chunk, so the ack log need not keep its blocks.
+  if (ack_) ack_->Trim(log_.flushed_seq());
   map_.SetCrcs(f.first_slot, f.block_crcs, f.nr_blocks);
   st_.cache_bytes_written += f.bytes;
   st_.nr_chunks_written++;

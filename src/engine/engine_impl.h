@@ -70,6 +70,7 @@
 #include "engine/writeback_unit.h"
 #include "engine/zero_map.h"
 #include "journal/journal.h"
+#include "log/ack_log.h"
 #include "log/log_reader.h"
 #include "log/log_writer.h"
 #include "log/replay.h"
@@ -166,6 +167,13 @@ class EngineImpl final : public Engine {
     return Close();
   }
   EngineStats Stats() const override EXCLUDES(mu_);
+  // After the rebuild (Open): from now on every placed write and every
+  // discard is recorded in `ack` before it returns.
+  void AttachAckLog(std::unique_ptr<log::AckLog> ack, uint64_t rebuilt) EXCLUDES(mu_) {
+    Lock lk(mu_);
+    ack_ = std::move(ack);
+    st_.ack_log_rebuilt = rebuilt;
+  }
 
  private:
   using Lock = MutexLock;
@@ -193,6 +201,12 @@ class EngineImpl final : public Engine {
   void PlanReadLocked(uint64_t off, size_t len, uint8_t* out, ReadPlan* plan) REQUIRES(mu_);
   Status WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi, const uint8_t* src,
                           PreRead* pre, bool* retry) REQUIRES(mu_);
+  // The ack log is full: cuts the open chunk and waits until the flusher
+  // has written it (which trims the log). The caller looks again.
+  Status AckRoomLocked() REQUIRES(mu_);
+  // Records the block in cache slot `slot` (in the open chunk) as written
+  // at `block`, tagged with the seq its chunk will get.
+  void AckBlockLocked(uint64_t block, uint32_t slot) REQUIRES(mu_);
   // Puts a new version of `block` in the next slot of the open chunk.
   void PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) REQUIRES(mu_);
   // Appends a chunk of extents (no data) after cutting the open chunk, and
@@ -332,6 +346,11 @@ class EngineImpl final : public Engine {
   std::string error_ GUARDED_BY(mu_);
 
   EngineStats st_ GUARDED_BY(mu_);
+  // The ack log (EngineOptions::ack_log); null: none, or not yet (the
+  // rebuild at open runs without). Its records are tagged with the seq of
+  // the chunk that holds their block (the open chunk's: log_.next_seq());
+  // FlushFrontLocked trims up to each chunk it wrote.
+  std::unique_ptr<log::AckLog> ack_ GUARDED_BY(mu_);
 };
 
 }  // namespace wbfs::engine_detail

@@ -84,6 +84,11 @@ Status EngineImpl::Write(uint64_t off, const void* buf, size_t len) {
 Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
                                     const uint8_t* src, PreRead* pre, bool* retry) {
   WBFS_RETURN_IF_ERROR(EnsureRoomLocked());
+  if (ack_ && ack_->Full()) {
+    WBFS_RETURN_IF_ERROR(AckRoomLocked());
+    *retry = true;  // the lock was dropped
+    return Status::OK();
+  }
   const bool full = lo == 0 && hi == kBlockSize;
   const uint8_t cover = CoverMask(lo, hi);
   uint32_t slot = map_.Find(block);
@@ -149,6 +154,7 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
     // Still in the open chunk: change it in place.
     std::memcpy(ram, data, kBlockSize);
     map_.Rewrite(slot, block, mask);
+    if (ack_) AckBlockLocked(block, slot);
     if (open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
     st_.stat[stat | kStatBuffer]++;
     return Status::OK();
@@ -159,6 +165,30 @@ Status EngineImpl::WriteBlockLocked(uint64_t block, uint32_t lo, uint32_t hi,
   return Status::OK();
 }
 
+Status EngineImpl::AckRoomLocked() {
+  if (log_.chunk_n() > 0) {
+    CutChunkLocked();
+    PumpLocked();
+  }
+  WBFS_RETURN_IF_ERROR(WaitFlushedLocked(log_.last_cut_seq()));
+  // Every chunk cut is written, so every record is trimmed (FlushFrontLocked):
+  // still full would mean a record tagged beyond them.
+  if (ack_->Full()) return Status::Failed("the ack log is full of records of written chunks (a bug)");
+  return Status::OK();
+}
+
+void EngineImpl::AckBlockLocked(uint64_t block, uint32_t slot) {
+  // The block as placed (a partial write merged with what it kept), from
+  // the chunk's RAM, with its sector mask: the sectors outside it are not
+  // in the block (they read from the backing), so the rebuild writes only
+  // those inside. The open chunk gets the next seq when it is cut.
+  ack_->Append(log::AckRecord::kWrite, block * kBlockSize, kBlockSize, map_.Mask(slot), log_.next_seq(),
+               log_.RamBlock(slot));
+}
+
+// Write-around needs no ack log record: the data is on the backing (its
+// write returned) before Write returns, and a death of this process does
+// not lose what a write that returned handed to the kernel or the cluster.
 Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
   const uint64_t b0 = off / kBlockSize, n = (off + len + kBlockSize - 1) / kBlockSize - b0;
   {
@@ -194,6 +224,7 @@ Status EngineImpl::WriteAround(uint64_t off, const uint8_t* src, size_t len) {
 Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
   // Room for the extent chunk first (that may need writeback: a new
   // segment). Every wait drops the lock, so look again after each.
+  const bool discard = x.kind == format::kExtentDiscard;
   for (;;) {
     WBFS_RETURN_IF_ERROR(EnsureRoomLocked());
     if (log_.chunk_n() > 0) {
@@ -201,11 +232,21 @@ Status EngineImpl::AppendExtentsLocked(const format::Extent& x) {
       PumpLocked();
       continue;
     }
+    if (discard && ack_ && ack_->Full()) {
+      WBFS_RETURN_IF_ERROR(AckRoomLocked());
+      continue;
+    }
     break;
   }
   // From here on nothing needs a new segment.
   map_.InvalidateRange(x.start, x.count);
-  const bool discard = x.kind == format::kExtentDiscard;
+  // The discard is durable before Discard returns (below), so its record
+  // is trimmed by then; it keeps the ack log complete by itself (a death
+  // after this point may or may not keep the discard: it was not
+  // acknowledged). Invalidations (write-around) are not changes of the image.
+  if (discard && ack_) {
+    ack_->Append(log::AckRecord::kDiscard, x.start * kBlockSize, x.count * kBlockSize, 0, log_.next_seq(), nullptr);
+  }
   if (discard) AddPendingDiscardLocked(map_.book(log_.cur()), x.start, x.count, log_.chunk_start());
   format::EncodeChunkExtent(log_.OpenHeader(), 0, 0, x);
   const uint64_t seq = QueueChunkLocked(0, 1, discard);
@@ -275,7 +316,9 @@ Status EngineImpl::Discard(uint64_t off, uint64_t len) {
 }
 
 void EngineImpl::PlaceLocked(uint64_t block, const uint8_t* data, uint8_t mask, bool dirty) {
-  map_.Place(log_.Append(data), block, mask, dirty);
+  const uint32_t slot = log_.Append(data);
+  map_.Place(slot, block, mask, dirty);
+  if (dirty && ack_) AckBlockLocked(block, slot);  // a clean block (staged read) changes nothing
   if (dirty && open_chunk_ms_ == 0) open_chunk_ms_ = WallClockMs();
 }
 
