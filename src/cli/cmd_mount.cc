@@ -2,8 +2,12 @@
 // opens the devices, replays the cache, mounts, and only then tells the
 // parent through a pipe that the image is ready (libfuse 3.14 would
 // daemonize before mounting, so wbfs does its own readiness signal).
+// With a supervisor (src/cli/supervisor.h, the default on Linux 6.9 and
+// later) the child is the supervisor, and the daemon its child, started
+// as `wbfs mount --handover ...`.
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,12 +22,14 @@
 #include <cstring>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/command_line.h"
 #include "cli/control.h"
 #include "cli/owner_record.h"
+#include "cli/supervisor.h"
 #include "ctl/ctl.h"
 #include "ctl/protocol.h"
 #include "fuse/frontend.h"
@@ -95,6 +101,19 @@ std::string LogTarget() {
   return g_log_fd >= 0 ? g_log_path : "syslog";
 }
 
+// A background process lets go of the terminal and the directory it was
+// started from.
+void Detach() {
+  const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::close(null);
+  }
+  (void)!::chdir("/");
+}
+
 // What the child tells the parent: "OK" or "<exit code> <message>".
 void Report(int fd, int code, const std::string& msg) {
   if (fd < 0) {
@@ -106,16 +125,26 @@ void Report(int fd, int code, const std::string& msg) {
   ::close(fd);
 }
 
+// A daemon's link to its supervisor (null: none; a dead daemon then ends
+// the mount).
+struct SupervisorLink {
+  Handover h;
+  SessionShared* shm = nullptr;
+  AckLogRegion ack;
+  bool successor() const { return h.fuse_fd >= 0; }
+};
+
 // Runs in the daemon (or in the foreground). `ready_fd` is the pipe to
 // the waiting parent, or -1.
-int RunDaemonInner(const MountConfig& c, int ready_fd);
-int RunDaemon(const MountConfig& c, int ready_fd) {
-  const int code = RunDaemonInner(c, ready_fd);
+int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup);
+int RunDaemon(const MountConfig& c, int ready_fd, const SupervisorLink* sup = nullptr) {
+  const int code = RunDaemonInner(c, ready_fd, sup);
+  if (sup != nullptr) TellSupervisor(sup->h.chan_fd, "exit " + std::to_string(code));
   CloseLog();
   return code;
 }
 
-int RunDaemonInner(const MountConfig& c, int ready_fd) {
+int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup) {
   if (!g_foreground) OpenLog(c.mountpoint);
   // The daemon must not recurse into the I/O it serves when memory is
   // short (a loop device or VM above it), nor be the OOM killer's pick.
@@ -142,6 +171,12 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   // cli/owner_record.h); files and block devices keep no record.
   Status refused;
   bo.admit = [&](Device& b) { return refused = CheckOwnerRecord(b, *cache.value(), c.backing); };
+  // A successor breaks the lock its dead predecessor held (and only that
+  // owner's: the supervisor saw it die), or it would wait for Ceph to
+  // time the dead client out.
+  if (sup != nullptr && sup->successor()) {
+    bo.break_lock_of = std::string(sup->shm->lock_owner, strnlen(sup->shm->lock_owner, sizeof(sup->shm->lock_owner)));
+  }
   auto backing = OpenBackingDevice(c.backing, bo);
   if (!refused.ok()) {
     Report(ready_fd, kExitFailure, refused.message());
@@ -174,6 +209,7 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
   eo.tunables = c.tunables;
   eo.accept_loss = c.accept_loss;
   eo.log = [](const std::string& m) { Log(LOG_ERR, m); };
+  if (sup != nullptr) eo.ack_log = sup->ack;
   // A new cache file is written once over (see EngineOptions).
   struct stat cst;
   eo.prefill_new_cache = ::stat(c.cache.c_str(), &cst) == 0 && S_ISREG(cst.st_mode);
@@ -191,6 +227,11 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     return kExitFailure;
   }
   Engine* e = engine.value().get();
+  if (sup != nullptr && owner_store != nullptr) {
+    const std::string me = owner_store->LockOwner();
+    std::memset(sup->shm->lock_owner, 0, sizeof(sup->shm->lock_owner));
+    std::memcpy(sup->shm->lock_owner, me.data(), std::min(me.size(), sizeof(sup->shm->lock_owner) - 1));
+  }
   // Before the image takes a write: the record says this cache may hold
   // data the backing lacks until an unmount finds it clean.
   const CacheIdentity cid = ReadCacheIdentity(*cache_dev);
@@ -213,7 +254,59 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
       Log(LOG_INFO, "the cache is clean: removed the record of its dirty data from the backing");
     }
   };
-  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }, owner_store};
+  ControlContext ctx{&c, LogTarget(), [](int prio, const std::string& m) { Log(prio, m); }, owner_store, nullptr,
+                     nullptr};
+  fuse::FrontendOptions fo;
+  fo.mountpoint = c.mountpoint;
+  fo.image_name = c.image_name;
+  fo.fsname = c.backing;
+  fo.allow_other = c.allow_other;
+  if (sup != nullptr && sup->successor()) {
+    fo.adopt_fd = sup->h.fuse_fd;
+    fo.adopt_init.assign(sup->shm->init, std::min<size_t>(sup->shm->init_len, sizeof(sup->shm->init)));
+  } else if (sup != nullptr) {
+    SessionShared* shm = sup->shm;
+    fo.on_init = [shm](const std::string& init) {
+      if (init.size() > sizeof(shm->init)) return;  // then no successor can adopt (the supervisor says so)
+      std::memcpy(shm->init, init.data(), init.size());
+      __atomic_store_n(&shm->init_len, static_cast<uint32_t>(init.size()), __ATOMIC_RELEASE);
+    };
+  }
+  fuse::Frontend frontend(e, fo);
+  ctx.supervision = [sup, &c]() {
+    SupervisionInfo s;
+    if (sup == nullptr) {
+      s.none_why = "restart_limit is 0: if the daemon dies, the mount ends with it";
+      if (c.restart_limit > 0 && !KernelCanTakeOver(&s.none_why)) s.none_why += ": if the daemon dies, the mount ends with it";
+      return s;
+    }
+    s.supervisor_pid = sup->shm->supervisor_pid;
+    s.restarts = sup->shm->restarts;
+    s.last_reason.assign(sup->shm->last_reason, strnlen(sup->shm->last_reason, sizeof(sup->shm->last_reason)));
+    s.last_death_ms = sup->shm->last_death_ms;
+    s.last_recovery_ms = sup->shm->last_recovery_ms;
+    return s;
+  };
+  std::atomic<bool> handing_over{false};
+  ctx.restart = [&, sup]() -> std::string {
+    if (sup == nullptr) return "this mount has no supervisor to start a new daemon (see 'wbfs status')";
+    if (handing_over.exchange(true)) return "a restart is already under way";
+    TellSupervisor(sup->h.chan_fd, "handover");
+    // After the reply: stop answering, make every acknowledged write
+    // durable on the cache, and exit without unmounting. Requests read
+    // from now on wait for the successor (FUSE_NOTIFY_RESEND).
+    std::thread([&frontend, e] {
+      frontend.Quiesce();
+      const Status fs = e->Flush();
+      if (!fs.ok()) {
+        Log(LOG_ERR, "handing over: flushing the cache failed (" + fs.message() +
+                         "); the new daemon rebuilds the acknowledged writes from the ack log");
+      }
+      Log(LOG_INFO, "handed the mount over (wbfs restart); exiting");
+      ::_exit(kExitOk);
+    }).detach();
+    return "";
+  };
   ctl::Server server;
   Status st = server.Start(ctl::SocketPath(c.mountpoint), [&](const std::string& req) {
     return HandleControlRequest(e, ctx, req);
@@ -223,39 +316,38 @@ int RunDaemonInner(const MountConfig& c, int ready_fd) {
     Report(ready_fd, kExitFailure, st.message());
     return kExitFailure;
   }
-  fuse::FrontendOptions fo;
-  fo.mountpoint = c.mountpoint;
-  fo.image_name = c.image_name;
-  fo.fsname = c.backing;
-  fo.allow_other = c.allow_other;
-  fuse::Frontend frontend(e, fo);
   st = frontend.Mount();
   if (!st.ok()) {
     finish_record(e->Close().ok());
     Report(ready_fd, kExitFailure, st.message());
     return kExitFailure;
   }
+  if (sup != nullptr && !sup->successor()) TellSupervisor(sup->h.chan_fd, "fuse", frontend.fd());
   recorder.Start(e);
   EngineStats s0 = e->Stats();
-  Log(LOG_INFO, "mounted " + c.mountpoint + "/" + c.image_name + " (" +
-                    (s0.formatted ? "cache formatted" : std::to_string(s0.replayed_chunks) +
-                                                            " chunks replayed, " +
-                                                            std::to_string(s0.dropped_chunks) +
-                                                            " torn dropped") +
-                    ")");
-  Report(ready_fd, kExitOk, "");
-  if (!g_foreground) {
-    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null >= 0) {
-      ::dup2(null, 0);
-      ::dup2(null, 1);
-      ::dup2(null, 2);
-      ::close(null);
-    }
-    (void)!::chdir("/");
+  const std::string opened = s0.formatted ? "cache formatted"
+                                          : std::to_string(s0.replayed_chunks) + " chunks replayed, " +
+                                                std::to_string(s0.dropped_chunks) + " torn dropped";
+  if (sup != nullptr && sup->successor()) {
+    const int64_t took = static_cast<int64_t>(WallClockMs()) - sup->shm->last_death_ms;
+    sup->shm->last_recovery_ms = took;
+    Log(LOG_INFO, "took over " + c.mountpoint + " after the last daemon's " +
+                      std::string(sup->shm->last_reason, strnlen(sup->shm->last_reason, sizeof(sup->shm->last_reason))) +
+                      ", " + std::to_string(took) + " ms after its end (" + opened + ", " +
+                      std::to_string(s0.ack_log_rebuilt) + " acknowledged writes rebuilt from the ack log)");
+  } else {
+    Log(LOG_INFO, "mounted " + c.mountpoint + "/" + c.image_name + " (" + opened + ")");
   }
+  if (sup == nullptr && c.restart_limit > 0) {
+    std::string why;
+    if (!KernelCanTakeOver(&why)) Log(LOG_WARNING, why + ": if this daemon dies, the mount ends with it");
+  }
+  Report(ready_fd, kExitOk, "");
+  if (sup != nullptr) TellSupervisor(sup->h.chan_fd, "serving");
+  if (!g_foreground) Detach();
   st = frontend.Run();
   if (!st.ok()) Log(LOG_ERR, st.message());
+  if (const std::string re = frontend.ResendError(); !re.empty()) Log(LOG_WARNING, re);
   recorder.Stop();
   Status cs = engine.value()->Close();
   finish_record(cs.ok());
@@ -297,6 +389,54 @@ bool IsGenericMountOption(const std::string& o) {
   return o.rfind("x-", 0) == 0 || o.rfind("comment=", 0) == 0;
 }
 
+// `wbfs mount --handover SPEC MOUNTPOINT`: a daemon started by the
+// supervisor (never by hand): the mount's configuration, the channel and
+// the shared memory come as inherited fds (see Handover).
+int ServeHandover(const std::vector<std::string>& args) {
+  Handover h;
+  if (args.size() != 3 || !DecodeHandover(args[1], &h)) {
+    return Fail(kExitUsage, "mount --handover is how wbfs's supervisor starts a daemon, not a user command");
+  }
+  g_foreground = h.foreground;
+  MountConfig c;
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  off_t off = 0;
+  while ((n = ::pread(h.config_fd, buf, sizeof(buf), off)) > 0) {
+    text.append(buf, static_cast<size_t>(n));
+    off += n;
+  }
+  ::close(h.config_fd);
+  Status st = n < 0 ? Status::IOError("the configuration cannot be read", errno) : DecodeConfig(text, &c);
+  auto map = [](int fd, size_t* size) -> void* {
+    struct stat sb;
+    if (::fstat(fd, &sb) != 0 || sb.st_size <= 0) return nullptr;
+    *size = static_cast<size_t>(sb.st_size);
+    void* p = ::mmap(nullptr, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  };
+  SupervisorLink link;
+  link.h = h;
+  size_t sess_size = 0;
+  link.shm = static_cast<SessionShared*>(map(h.session_fd, &sess_size));
+  link.ack.base = map(h.ack_fd, &link.ack.size);
+  if (st.ok() && (link.shm == nullptr || sess_size < sizeof(SessionShared) ||
+                  link.shm->magic != SessionShared::kMagic || link.ack.base == nullptr)) {
+    st = Status::Corruption("the supervisor's shared memory cannot be mapped or is not wbfs's");
+  }
+  if (!st.ok()) {
+    if (!g_foreground) OpenLog(c.mountpoint);
+    Log(LOG_ERR, "the supervisor's handover: " + st.message());
+    Report(h.ready_fd, kExitFailure, "the supervisor's handover: " + st.message());
+    return kExitFailure;
+  }
+  // Test switch (tests/e2e/test_restart_loop.sh): every daemon after the
+  // first dies at once, as a daemon that crashes at start would.
+  if (link.successor() && std::getenv("WBFS_TEST_CRASH_AT_TAKEOVER") != nullptr) std::abort();
+  return RunDaemon(c, h.ready_fd, &link);
+}
+
 }  // namespace
 
 int CmdMountHelper(const std::vector<std::string>& args) {
@@ -323,6 +463,7 @@ int CmdMountHelper(const std::vector<std::string>& args) {
 }
 
 int CmdMount(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "--handover") return ServeHandover(args);
   // MOUNTPOINT may also come from the config file; several are refused below.
   CommandLine cl("mount",
                  "usage: wbfs mount [--config FILE] [--backing PATH|rbd:POOL/IMAGE] [--cache PATH]\n"
@@ -419,7 +560,11 @@ int CmdMount(const std::vector<std::string>& args) {
   if (IsMountPoint(c.mountpoint)) {
     return Fail(kExitFailure, c.mountpoint + " is already a mount point; unmount it first");
   }
-  if (g_foreground) return RunDaemon(c, -1);
+  // With a supervisor unless the user said restart_limit=0 or the kernel
+  // cannot hand the connection over (the daemon then says so in its log).
+  std::string no_takeover;
+  const bool supervised = c.restart_limit > 0 && KernelCanTakeOver(&no_takeover);
+  if (g_foreground) return supervised ? Supervise(c, -1, true, Log) : RunDaemon(c, -1);
 
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return Fail(kExitFailure, std::string("pipe: ") + std::strerror(errno));
@@ -430,7 +575,14 @@ int CmdMount(const std::vector<std::string>& args) {
   if (pid == 0) {
     ::close(p[0]);
     ::setsid();
-    ::_exit(RunDaemon(c, p[1]));
+    if (!supervised) ::_exit(RunDaemon(c, p[1]));
+    // The supervisor: its errors go to the daemon's log, never to the
+    // terminal of the `wbfs mount` that started it.
+    OpenLog(c.mountpoint);
+    Detach();
+    const int code = Supervise(c, p[1], false, Log);
+    CloseLog();
+    ::_exit(code);
   }
   ::close(p[1]);
   std::string reply;

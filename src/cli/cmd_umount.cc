@@ -14,6 +14,23 @@
 
 namespace wbfs::cli {
 
+int MountpointOf(const CommandLine& cl, std::string* mp) {
+  if (cl.Has("config") == !cl.words().empty()) return cl.UsageError();  // one or the other
+  std::string target;
+  if (cl.Has("config")) {
+    const std::string& file = cl.Get<std::string>("config");
+    MountConfig c;
+    Status st = LoadConfigFile(file, &c);
+    if (!st.ok()) return Fail(kExitUsage, st.message());
+    if (c.mountpoint.empty()) return Fail(kExitUsage, "config file " + file + ": no \"mountpoint\"");
+    target = c.mountpoint;
+  } else {
+    target = cl.words()[0];
+  }
+  *mp = MountpointPath(target);
+  return -1;
+}
+
 int CmdUmount(const std::vector<std::string>& args) {
   CommandLine cl("umount",
                  "usage: wbfs umount MOUNTPOINT\n"
@@ -28,19 +45,8 @@ int CmdUmount(const std::vector<std::string>& args) {
   cl.Options()("config", boost::program_options::value<std::string>()->value_name("FILE"),
                "the JSON config file whose mountpoint to unmount");
   if (int rc = cl.Parse(args); rc >= 0) return rc;
-  if (cl.Has("config") == !cl.words().empty()) return cl.UsageError();  // one or the other
-  std::string target;
-  if (cl.Has("config")) {
-    const std::string& file = cl.Get<std::string>("config");
-    MountConfig c;
-    Status st = LoadConfigFile(file, &c);
-    if (!st.ok()) return Fail(kExitUsage, st.message());
-    if (c.mountpoint.empty()) return Fail(kExitUsage, "config file " + file + ": no \"mountpoint\"");
-    target = c.mountpoint;
-  } else {
-    target = cl.words()[0];
-  }
-  const std::string mp = MountpointPath(target);
+  std::string mp;
+  if (int rc = MountpointOf(cl, &mp); rc >= 0) return rc;
   if (!IsMountPoint(mp)) return Fail(kExitFailure, mp + " is not mounted");
   const std::string type = MountFsType(mp);
   if (type != "fuse.wbfs") {

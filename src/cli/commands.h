@@ -19,6 +19,7 @@ constexpr int kExitUsage = 2;
 
 int CmdMount(const std::vector<std::string>& args);
 int CmdUmount(const std::vector<std::string>& args);
+int CmdRestart(const std::vector<std::string>& args);
 int CmdStatus(const std::vector<std::string>& args);
 int CmdMessage(const std::vector<std::string>& args);
 int CmdCheck(const std::vector<std::string>& args);
@@ -39,6 +40,11 @@ std::string AbsolutePath(const std::string& path);  // lexical, no symlinks
 // A mountpoint given on the command line, resolved; a dead daemon's mount
 // cannot be stat'ed (ENOTCONN), so that one is resolved lexically.
 std::string MountpointPath(const std::string& arg);
+class CommandLine;
+// The mountpoint a command names either as its one word or as the
+// "mountpoint" of --config FILE (umount, restart), resolved into *mp; or
+// the exit code of a usage error (already printed); else -1.
+int MountpointOf(const CommandLine& cl, std::string* mp);
 bool IsMountPoint(const std::string& abs_path);
 // The file system type of the mount seen at abs_path ("fuse.wbfs" for
 // ours), empty if none.

@@ -62,7 +62,25 @@ std::string HandleRequest(Engine* e, const ControlContext& ctx, const std::strin
                              : st.ok() || st.code() == Status::Code::kCorruption ? raw
                                                                                   : "unknown: " + st.message();
       }
+      if (ctx.supervision) {
+        const SupervisionInfo sv = ctx.supervision();
+        reply.supervisor_pid = sv.supervisor_pid;
+        reply.no_supervisor = sv.none_why;
+        reply.restarts = sv.restarts;
+        reply.last_restart = sv.last_reason;
+        const int64_t now = static_cast<int64_t>(WallClockMs());
+        reply.last_restart_age_ms = sv.last_death_ms > 0 && now > sv.last_death_ms
+                                        ? static_cast<uint64_t>(now - sv.last_death_ms)
+                                        : 0;
+        reply.last_recovery_ms = sv.last_recovery_ms;
+      }
       return ctl::EncodeStatus(reply);
+    }
+    case ctl::Verb::kRestart: {
+      const std::string why = ctx.restart ? ctx.restart() : "this daemon cannot be restarted";
+      if (!why.empty()) return ctl::ErrorReply(why);
+      ctx.log(LOG_INFO, "restart requested: handing over to a new daemon");
+      return ctl::PidReply(::getpid());
     }
     case ctl::Verb::kPid:
       return ctl::PidReply(::getpid());
@@ -91,6 +109,18 @@ void PrintStatus(const ctl::StatusReply& r, FILE* out) {
   auto n = [](uint64_t v) { return std::to_string(v); };
   row("mountpoint", ctl::TextForJson(r.mountpoint));
   row("daemon pid", std::to_string(r.pid));
+  if (r.supervisor_pid > 0) {
+    row("supervisor pid", std::to_string(r.supervisor_pid));
+    std::string restarts = std::to_string(r.restarts);
+    if (r.restarts > 0) {
+      restarts += "; the last " + std::to_string(r.last_restart_age_ms / 1000) + " s ago: " +
+                  ctl::TextForJson(r.last_restart);
+      if (r.last_recovery_ms >= 0) restarts += "; serving again after " + std::to_string(r.last_recovery_ms) + " ms";
+    }
+    row("daemon restarts", restarts);
+  } else if (!r.no_supervisor.empty()) {
+    row("supervisor", "none: " + ctl::TextForJson(r.no_supervisor));
+  }
   row("backing", ctl::TextForJson(r.backing));
   // The daemon takes the image's exclusive lock at mount and holds it
   // until it exits (src/io/rbd_device.cc).

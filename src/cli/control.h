@@ -18,12 +18,27 @@
 
 namespace wbfs::cli {
 
+// What the daemon knows of its supervisor (src/cli/supervisor.h).
+struct SupervisionInfo {
+  int64_t supervisor_pid = 0;  // 0: none
+  std::string none_why;        // then: why not
+  uint64_t restarts = 0;
+  std::string last_reason;
+  int64_t last_death_ms = 0;   // wall clock
+  int64_t last_recovery_ms = -1;
+};
+
 struct ControlContext {
   const MountConfig* config;  // must outlive the server
   std::string log_target;     // "syslog", "stderr" or the log file (for status)
   std::function<void(int prio, const std::string& msg)> log;  // syslog priorities
   // The backing's record store (an RBD image), for status; null otherwise.
   OwnerRecordStore* owner = nullptr;
+  // The supervisor's state, for status; null: none.
+  std::function<SupervisionInfo()> supervision;
+  // `restart`: starts a handover to a new daemon once the reply is sent;
+  // returns "" or why it cannot. Null: no supervisor.
+  std::function<std::string()> restart;
 };
 
 // Maps one request line (see ctl::kVerbs), any bytes at all, to one JSON

@@ -110,6 +110,7 @@ const char kUsage[] =
     "commands:\n"
     "  mount    present the cached image in a FUSE mount\n"
     "  umount   seal the buffer, make the cache durable and unmount\n"
+    "  restart  replace a mount's daemon by the installed binary, without unmounting\n"
     "  status   show a mounted cache's state and counters\n"
     "  message  set a tunable online, clear_stat, or drop_caches\n"
     "  check    validate an unmounted cache\n"
@@ -149,6 +150,7 @@ int main(int argc, char** argv) {
   if (cmd == "mount") return CmdMount(args);
   if (cmd == "umount" || cmd == "unmount") return CmdUmount(args);
   if (cmd == "status") return CmdStatus(args);
+  if (cmd == "restart") return CmdRestart(args);
   if (cmd == "message") return CmdMessage(args);
   if (cmd == "check") return CmdCheck(args);
   if (cmd == "dump") return CmdDump(args);

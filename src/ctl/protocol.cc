@@ -292,6 +292,15 @@ void to_json(json& j, const StatusReply& r) {
   j["oldest_dirty_age_ms"] = r.oldest_dirty_age_ms;
   if (!r.backing_lock.empty()) j["backing_lock"] = TextForJson(r.backing_lock);
   if (!r.owner_record.empty()) j["owner_record"] = TextForJson(r.owner_record);
+  if (r.supervisor_pid > 0) {
+    j["supervisor"] = {{"pid", r.supervisor_pid},
+                       {"restarts", r.restarts},
+                       {"last_restart", TextForJson(r.last_restart)},
+                       {"last_restart_age_ms", r.last_restart_age_ms},
+                       {"last_recovery_ms", r.last_recovery_ms}};
+  } else if (!r.no_supervisor.empty()) {
+    j["no_supervisor"] = TextForJson(r.no_supervisor);
+  }
   j["backing_flush_point"] = {{"chunk_seq", s.backing_point_seq}, {"time_ms", s.backing_point_ms}};
   json stat = json::object();
   for (unsigned i = 0; i < s.stat.size(); i++) stat[StatName(i)] = s.stat[i];
@@ -322,6 +331,16 @@ Result<StatusReply> DecodeStatus(const std::string& line) {
   in.Get(j, "oldest_dirty_age_ms", &r.oldest_dirty_age_ms);
   in.Get(j, "backing_lock", &r.backing_lock, kOptional);
   in.Get(j, "owner_record", &r.owner_record, kOptional);
+  in.Get(j, "no_supervisor", &r.no_supervisor, kOptional);
+  if (j.contains("supervisor")) {
+    if (const json* sv = in.Object(j, "supervisor")) {
+      in.Get(*sv, "pid", &r.supervisor_pid);
+      in.Get(*sv, "restarts", &r.restarts);
+      in.Get(*sv, "last_restart", &r.last_restart);
+      in.Get(*sv, "last_restart_age_ms", &r.last_restart_age_ms);
+      in.Get(*sv, "last_recovery_ms", &r.last_recovery_ms);
+    }
+  }
   if (const json* fp = in.Object(j, "backing_flush_point")) {
     in.Get(*fp, "chunk_seq", &s.backing_point_seq);
     in.Get(*fp, "time_ms", &s.backing_point_ms);

@@ -26,7 +26,7 @@ namespace wbfs::ctl {
 
 // ------------------------------------------------------------------ requests
 
-enum class Verb { kStatus, kPid, kSet, kClearStat, kDropCaches };
+enum class Verb { kStatus, kPid, kSet, kClearStat, kDropCaches, kRestart };
 
 struct VerbDef {
   Verb verb;
@@ -46,6 +46,7 @@ inline constexpr VerbDef kVerbs[] = {
     {Verb::kDropCaches, "drop_caches", "",
      "writes every dirty block and pending discard back and returns when none is left "
      "(Ctrl-C stops the waiting, not the writeback)"},
+    {Verb::kRestart, "restart", "", nullptr},  // wbfs restart
 };
 
 // The entry of kVerbs for a verb, or for a request's first word (null if
@@ -104,6 +105,14 @@ struct StatusReply {
   // and its "dirty elsewhere" record as found ("none" when there is none).
   std::string backing_lock;
   std::string owner_record;
+  // The mount's supervisor (src/cli/supervisor.h); pid 0: none, and
+  // `no_supervisor` says why (sent only then).
+  int64_t supervisor_pid = 0;
+  std::string no_supervisor;
+  uint64_t restarts = 0;           // daemons started after the first
+  std::string last_restart;        // how the last daemon ended ("" if none)
+  uint64_t last_restart_age_ms = 0;
+  int64_t last_recovery_ms = -1;   // its successor took this long to serve; -1: unknown
   // The tunables by key (the daemon's whole table, even keys this CLI does
   // not know).
   std::map<std::string, int64_t> tunables;
