@@ -94,15 +94,62 @@ loop_detach() {
   _loops=("${keep[@]}")
 }
 
-daemon_pid() { pgrep -f -- "wbfs mount .*$T" | head -n1; }
-# kill -9 of this test's daemon; returns once it is gone (its locks with it).
+# The mount's daemon: started by its supervisor as `wbfs mount --handover
+# ... MOUNTPOINT` (src/cli/supervisor.h), or the `wbfs mount` process
+# itself when there is no supervisor (restart_limit=0).
+daemon_pid() {
+  local p
+  p=$(pgrep -f -- "wbfs mount --handover .*$T" | head -n1)
+  [ -n "$p" ] || p=$(pgrep -f -- "wbfs mount .*$T" | head -n1)
+  echo "$p"
+}
+# The supervisor: the daemon's parent, when that is a `wbfs mount` too.
+supervisor_pid() {
+  local d p
+  d=$(pgrep -f -- "wbfs mount --handover .*$T" | head -n1)
+  [ -n "$d" ] || return 0
+  p=$(ps -o ppid= -p "$d" | tr -d ' ')
+  tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "wbfs mount " && echo "$p"
+  return 0
+}
+wait_gone() {
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+  fail "process $1 survived kill -9"
+}
+# kill -9 of this test's mount, supervisor first, then its daemon: the
+# mount ends as when the machine crashes (a daemon killed alone is
+# replaced by its supervisor; see kill_daemon_only). Returns once both are
+# gone (their locks with them).
 kill_daemon() {
-  local pid
+  local pid sup
   pid=$(daemon_pid)
   [ -n "$pid" ] || fail "no daemon to kill"
+  sup=$(supervisor_pid)
+  # Stopped first (at once), so that it cannot start another daemon.
+  [ -z "$sup" ] || kill -STOP "$sup"
   kill -9 "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
-  fail "daemon $pid survived kill -9"
+  [ -z "$sup" ] || kill -9 "$sup"
+  wait_gone "$pid"
+  [ -z "$sup" ] || wait_gone "$sup"
+}
+# kill -9 of the daemon alone (its supervisor starts another); prints
+# nothing, returns once it is gone.
+kill_daemon_only() {
+  local pid
+  pid=$(pgrep -f -- "wbfs mount --handover .*$T" | head -n1)
+  [ -n "$pid" ] || fail "no supervised daemon to kill"
+  kill -9 "$pid"
+  wait_gone "$pid"
+}
+# Waits (up to 20 s) until a daemon other than $1 answers on the mount.
+wait_new_daemon() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$("$WBFS" status "$MNT" --json 2>/dev/null | jq -r .pid 2>/dev/null || true)
+    [ -n "$p" ] && [ "$p" != null ] && [ "$p" != "$1" ] && return 0
+    sleep 0.1
+  done
+  fail "no new daemon serves $MNT 20 s after daemon $1 ended"
 }
 # After a file system test on $LOOPDEV mounted at $T/fs: takes it all down
 # (fs, loop device, wbfs), mounts the image again, attaches it and checks

@@ -104,6 +104,36 @@ TEST_CASE("a status reply round-trips through its JSON") {
   CHECK(d.stats.prefill_stopped == s.prefill_stopped);
   CHECK(d.stats.error == s.error);
   CHECK(ctl::EncodeStatus(d) == line);
+  CHECK(d.supervisor_pid == 0);
+  CHECK_FALSE(j.contains("supervisor"));
+}
+
+TEST_CASE("the supervisor's part of a status reply round-trips") {
+  auto r = ctl::MakeStatusReply(SomeStats(), 1234, "/mnt", "/b.img", "/c.img", "syslog", 3500);
+  r.supervisor_pid = 1200;
+  r.restarts = 3;
+  r.last_restart = "killed by signal 9 (Killed)";
+  r.last_restart_age_ms = 1500;
+  r.last_recovery_ms = 83;
+  const std::string line = ctl::EncodeStatus(r);
+  CHECK(json::parse(line)["supervisor"]["restarts"] == 3);
+  const ctl::StatusReply d = Decode(line);
+  CHECK(d.supervisor_pid == 1200);
+  CHECK(d.restarts == 3);
+  CHECK(d.last_restart == r.last_restart);
+  CHECK(d.last_restart_age_ms == 1500);
+  CHECK(d.last_recovery_ms == 83);
+  CHECK(ctl::EncodeStatus(d) == line);
+
+  r.supervisor_pid = 0;
+  r.no_supervisor = "restart_limit is 0";
+  const ctl::StatusReply n = Decode(ctl::EncodeStatus(r));
+  CHECK(n.supervisor_pid == 0);
+  CHECK(n.no_supervisor == "restart_limit is 0");
+  // A supervisor object that is not one is a malformed reply.
+  json bad = json::parse(line);
+  bad["supervisor"] = 7;
+  CHECK(ctl::DecodeStatus(bad.dump()).status().code() == Status::Code::kCorruption);
 }
 
 TEST_CASE("status decoding: no journal, an older daemon, malformed and refused replies") {
