@@ -30,6 +30,7 @@
 #include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -425,6 +426,14 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
     }
     io->cv.wait(lk, [io] { return io->init_done.load(); });
   }
+  // The kernel copies a request into this buffer page by page, and a page
+  // that is not present has to be faulted in, which fails once this
+  // process has been sent SIGKILL: the kernel then ends that request with
+  // EIO instead of leaving it for a successor (seen as write errors under
+  // fio while the daemon was being killed). So each thread's buffer
+  // (libfuse keeps one per worker) is locked in memory at its first read.
+  thread_local void* locked = nullptr;
+  if (locked != buf && ::mlock(buf, len) == 0) locked = buf;
   const ssize_t n = ::read(fd, buf, len);
   if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) && !io->adopting &&
       !io->init_seen.load(std::memory_order_relaxed) &&
