@@ -14,11 +14,12 @@ namespace wbfs::log {
 namespace {
 
 // Header offsets.
-constexpr size_t kMagicAt = 0, kVersionAt = 8, kNonceAt = 16, kSlotsAt = 24, kHeadAt = 32, kCrcAt = 40;
+constexpr size_t kMagicAt = 0, kVersionAt = 8, kNonceAt = 16, kSlotsAt = 24, kHeadAt = 32,
+                 kCrcAt = 40;
 constexpr size_t kHeaderCrcBytes = 32;  // magic, version, reserved, nonce, nr_slots
 // Slot header offsets.
-constexpr size_t kSeqAt = 0, kKindAt = 8, kRecCrcAt = 12, kOffsetAt = 16, kLengthAt = 24, kTagAt = 32,
-                 kMaskAt = 40;
+constexpr size_t kSeqAt = 0, kKindAt = 8, kRecCrcAt = 12, kOffsetAt = 16, kLengthAt = 24,
+                 kTagAt = 32, kMaskAt = 40;
 constexpr size_t kSectorBytes = 512;
 constexpr int kDataSteps = static_cast<int>(kAckBlockSize / kSectorBytes);
 
@@ -34,7 +35,8 @@ size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 }  // namespace
 
 size_t AckLog::BytesFor(uint64_t nr_slots) {
-  return kHeaderBytes + RoundUp(nr_slots * kSlotHeaderBytes, kAckBlockSize) + nr_slots * kAckBlockSize;
+  return kHeaderBytes + RoundUp(nr_slots * kSlotHeaderBytes, kAckBlockSize) +
+         nr_slots * kAckBlockSize;
 }
 
 uint64_t AckLog::SlotsFor(size_t bytes) {
@@ -49,12 +51,14 @@ Status AckLog::Attach() {
     return Status::InvalidArgument("the shared ack log region is not 4096-aligned");
   }
   if (size_ < kHeaderBytes) {
-    return Status::InvalidArgument("the shared ack log region is " + std::to_string(size_) + " bytes, too small");
+    return Status::InvalidArgument("the shared ack log region is " + std::to_string(size_) +
+                                   " bytes, too small");
   }
   formatted_ = false;
   const uint64_t magic = DecodeFixed64(base_ + kMagicAt);
   if (magic == 0) return Status::OK();  // never formatted (or a format died before its last store)
-  if (magic != kMagic) return Status::Corruption("the shared ack log region holds no ack log (bad magic)");
+  if (magic != kMagic)
+    return Status::Corruption("the shared ack log region holds no ack log (bad magic)");
   uint8_t h[kHeaderCrcBytes];
   std::memcpy(h, base_, sizeof(h));
   if (crc32c::Value(h, sizeof(h)) != DecodeFixed32(base_ + kCrcAt)) {
@@ -62,13 +66,13 @@ Status AckLog::Attach() {
   }
   const uint32_t version = DecodeFixed32(base_ + kVersionAt);
   if (version != kVersion) {
-    return Status::Corruption("the shared ack log has version " + std::to_string(version) + ", not " +
-                              std::to_string(kVersion));
+    return Status::Corruption("the shared ack log has version " + std::to_string(version) +
+                              ", not " + std::to_string(kVersion));
   }
   const uint64_t n = DecodeFixed64(base_ + kSlotsAt);
   if (n == 0 || n > size_ / kAckBlockSize || BytesFor(n) > size_) {
-    return Status::Corruption("the shared ack log claims " + std::to_string(n) + " slots, which do not fit its " +
-                              std::to_string(size_) + " bytes");
+    return Status::Corruption("the shared ack log claims " + std::to_string(n) +
+                              " slots, which do not fit its " + std::to_string(size_) + " bytes");
   }
   nonce_ = DecodeFixed64(base_ + kNonceAt);
   nr_slots_ = n;
@@ -107,8 +111,8 @@ Status AckLog::Format(uint64_t nonce) {
 static_assert(std::endian::native == std::endian::little,
               "the header's magic is stored as a native word and read as little-endian");
 
-uint32_t AckLog::RecordCrc(uint64_t seq, uint32_t kind, uint64_t offset, uint64_t length, uint32_t mask,
-                           uint64_t tag, const uint8_t* data) const {
+uint32_t AckLog::RecordCrc(uint64_t seq, uint32_t kind, uint64_t offset, uint64_t length,
+                           uint32_t mask, uint64_t tag, const uint8_t* data) const {
   uint8_t b[48];
   EncodeFixed64(b, seq);
   EncodeFixed32(b + 8, kind);
@@ -129,7 +133,8 @@ bool AckLog::Valid(uint64_t seq) const {
   if (kind != AckRecord::kWrite && kind != AckRecord::kDiscard) return false;
   return RecordCrc(seq, kind, DecodeFixed64(h + kOffsetAt), DecodeFixed64(h + kLengthAt),
                    DecodeFixed32(h + kMaskAt), DecodeFixed64(h + kTagAt),
-                   kind == AckRecord::kWrite ? SlotData(seq) : nullptr) == DecodeFixed32(h + kRecCrcAt);
+                   kind == AckRecord::kWrite ? SlotData(seq) : nullptr) ==
+         DecodeFixed32(h + kRecCrcAt);
 }
 
 void AckLog::Scan(std::vector<AckRecord>* out) {
@@ -164,8 +169,8 @@ void AckLog::Reset() {
 
 uint64_t AckLog::OldestTag() const { return DecodeFixed64(SlotHeader(head_) + kTagAt); }
 
-uint64_t AckLog::Append(AckRecord::Kind kind, uint64_t offset, uint64_t length, uint32_t mask, uint64_t tag,
-                        const uint8_t* data, const StepHook* hook) {
+uint64_t AckLog::Append(AckRecord::Kind kind, uint64_t offset, uint64_t length, uint32_t mask,
+                        uint64_t tag, const uint8_t* data, const StepHook* hook) {
   const uint64_t seq = tail_;
   uint8_t* h = SlotHeader(seq);
   uint8_t* d = SlotData(seq);
@@ -186,7 +191,8 @@ uint64_t AckLog::Append(AckRecord::Kind kind, uint64_t offset, uint64_t length, 
   EncodeFixed32(h + kMaskAt, mask);
   if (hook != nullptr && !(*hook)(kDataSteps + 1)) return 0;
   // Over the bytes as they now are in the region (what a scan will check).
-  EncodeFixed32(h + kRecCrcAt, RecordCrc(seq, kind, offset, length, mask, tag, data != nullptr ? d : nullptr));
+  EncodeFixed32(h + kRecCrcAt,
+                RecordCrc(seq, kind, offset, length, mask, tag, data != nullptr ? d : nullptr));
   if (hook != nullptr && !(*hook)(kDataSteps + 2)) return 0;
   StoreWord(h + kSeqAt, seq);
   tail_ = seq + 1;

@@ -115,14 +115,18 @@ class AckLog {
   // Adds a record and returns its seq (0: stopped by `hook`). `data` is
   // kAckBlockSize bytes for kWrite, nullptr for kDiscard.
   // REQUIRES: formatted(), !Full(), tag >= the previous record's.
-  uint64_t Append(AckRecord::Kind kind, uint64_t offset, uint64_t length, uint32_t mask, uint64_t tag,
-                  const uint8_t* data, const StepHook* hook = nullptr);
+  uint64_t Append(AckRecord::Kind kind, uint64_t offset, uint64_t length, uint32_t mask,
+                  uint64_t tag, const uint8_t* data, const StepHook* hook = nullptr);
   // Drops the records tagged <= `tag` (from the oldest on).
   void Trim(uint64_t tag);
 
  private:
-  uint8_t* SlotHeader(uint64_t seq) const { return base_ + kHeaderBytes + (seq % nr_slots_) * kSlotHeaderBytes; }
-  uint8_t* SlotData(uint64_t seq) const { return base_ + data_off_ + (seq % nr_slots_) * kAckBlockSize; }
+  uint8_t* SlotHeader(uint64_t seq) const {
+    return base_ + kHeaderBytes + (seq % nr_slots_) * kSlotHeaderBytes;
+  }
+  uint8_t* SlotData(uint64_t seq) const {
+    return base_ + data_off_ + (seq % nr_slots_) * kAckBlockSize;
+  }
   uint32_t RecordCrc(uint64_t seq, uint32_t kind, uint64_t offset, uint64_t length, uint32_t mask,
                      uint64_t tag, const uint8_t* data) const;
   bool Valid(uint64_t seq) const;

@@ -35,12 +35,14 @@ struct Setup {
     dir = tmpl;
     MakeFile(dir + "/backing", kImage);
     MakeFile(dir + "/cache", kCache);
-    region = ::mmap(nullptr, region_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    region =
+        ::mmap(nullptr, region_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(region != MAP_FAILED);
   }
   ~Setup() {
     ::munmap(region, region_size);
-    for (const char* f : {"/backing", "/cache", "/backing2", "/cache2"}) ::unlink((dir + f).c_str());
+    for (const char* f : {"/backing", "/cache", "/backing2", "/cache2"})
+      ::unlink((dir + f).c_str());
     ::rmdir(dir.c_str());
   }
   Setup(const Setup&) = delete;
@@ -90,10 +92,22 @@ Op MakeOp(std::mt19937_64& g) {
   Op op;
   op.discard = g() % 20 == 0;
   switch (g() % 4) {
-    case 0: op.len = 4096 * (1 + g() % 8); op.off = 4096 * (g() % (kImage / 4096 - 8)); break;  // whole blocks
-    case 1: op.len = 1 + g() % 4095; op.off = g() % (kImage - 4096); break;                     // inside a block
-    case 2: op.len = 1 + g() % 20000; op.off = g() % (kImage - 20000); break;                   // unaligned, spans
-    default: op.len = 4096; op.off = 4096 * (g() % 64); break;  // overwrites of a few hot blocks
+    case 0:
+      op.len = 4096 * (1 + g() % 8);
+      op.off = 4096 * (g() % (kImage / 4096 - 8));
+      break;  // whole blocks
+    case 1:
+      op.len = 1 + g() % 4095;
+      op.off = g() % (kImage - 4096);
+      break;  // inside a block
+    case 2:
+      op.len = 1 + g() % 20000;
+      op.off = g() % (kImage - 20000);
+      break;  // unaligned, spans
+    default:
+      op.len = 4096;
+      op.off = 4096 * (g() % 64);
+      break;  // overwrites of a few hot blocks
   }
   if (op.discard) op.len = std::max<uint64_t>(op.len, 3 * 4096);
   op.seed = g();
@@ -127,7 +141,8 @@ std::vector<uint8_t> ReadAll(Engine& e) {
 // one on `fd` when fd >= 0) and kills itself after `n` of them (never
 // returns). `last_write`: one more write after them (so that a record is
 // surely left: a workload that ends in a discard leaves none).
-[[noreturn]] void Child(const Setup& s, uint64_t seed, uint64_t n, int fd, bool last_write = false) {
+[[noreturn]] void Child(const Setup& s, uint64_t seed, uint64_t n, int fd,
+                        bool last_write = false) {
   auto r = s.Open();
   if (!r.ok()) ::_exit(3);
   Engine& e = *r.value();
@@ -162,12 +177,20 @@ int64_t FirstDiff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
 
 }  // namespace
 
-TEST_CASE("ack log: a killed daemon's acknowledged writes and discards are all there after reopen") {
-  // The default region, and one of 16 slots (full all the time: writers
-  // wait for the flusher, and the ring wraps).
-  for (size_t region : {AckLogBytes(), log::AckLog::BytesFor(16)}) {
-    CAPTURE(region);
-    Setup s(region);
+TEST_CASE(
+    "ack log: a killed daemon's acknowledged writes and discards are all there after reopen") {
+  // The default region; one of 16 slots (full all the time: writers wait
+  // for the flusher, and the ring wraps); and the default region where a
+  // second daemon rebuilds and is killed as soon as its Open returns.
+  struct Case {
+    size_t region;
+    bool second_dies;
+  };
+  for (Case c : {Case{AckLogBytes(), false}, Case{log::AckLog::BytesFor(16), false},
+                 Case{AckLogBytes(), true}}) {
+    CAPTURE(c.region);
+    CAPTURE(c.second_dies);
+    Setup s(c.region);
     const uint64_t seed = 11, n = 1500;
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
@@ -177,11 +200,19 @@ TEST_CASE("ack log: a killed daemon's acknowledged writes and discards are all t
     std::mt19937_64 g(seed);
     for (uint64_t i = 0; i < n; i++) Apply(MakeOp(g), &model);
     CHECK(s.LiveRecords() > 0);  // what the child left
+    if (c.second_dies) {
+      // What it rebuilt is durable on the cache before it empties the region.
+      const pid_t pid2 = ::fork();
+      REQUIRE(pid2 >= 0);
+      if (pid2 == 0) Child(s, seed, 0, -1);
+      ExpectKilled(pid2);
+      CHECK(s.LiveRecords() == 0);
+    }
 
     auto r = s.Open();
     REQUIRE_MESSAGE(r.ok(), r.status().ToString());
     Engine& e = *r.value();
-    CHECK(e.Stats().ack_log_rebuilt > 0);
+    CHECK((e.Stats().ack_log_rebuilt > 0) == !c.second_dies);
     CHECK(e.Stats().ack_log_records == 0);
     CHECK(FirstDiff(ReadAll(e), model) == -1);
     // Now logging: a write leaves a record; Close leaves none.
@@ -250,8 +281,8 @@ TEST_CASE("ack log: a daemon killed at random points keeps every write it acknow
       const bool old_block = std::memcmp(img.data() + at, model.data() + at, 4096) == 0;
       const bool new_block = std::memcmp(img.data() + at, with_next.data() + at, 4096) == 0;
       if (!old_block && !new_block) {
-        FAIL("block " << b << " (op " << last << " acknowledged last) is neither before nor after op "
-                      << last + 1);
+        FAIL("block " << b << " (op " << last
+                      << " acknowledged last) is neither before nor after op " << last + 1);
       }
     }
     model = img;  // the next round starts from what is there

@@ -1,13 +1,13 @@
 // The ack log's ring alone (log/ack_log.h): append, scan, trim, wrap, and
 // a death at every step of an append.
+#include "log/ack_log.h"
+
 #include <doctest/doctest.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
-
-#include "log/ack_log.h"
 
 using namespace wbfs;
 using wbfs::log::AckLog;
@@ -140,7 +140,8 @@ TEST_CASE("ack log: a new process continues after the records it scanned") {
     AckLog a(r.base, r.size);
     REQUIRE(a.Attach().ok());
     REQUIRE(a.Format(9).ok());
-    for (uint64_t i = 0; i < 3; i++) a.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), 1, Block(i * 4096).data());
+    for (uint64_t i = 0; i < 3; i++)
+      a.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), 1, Block(i * 4096).data());
     a.Trim(0);  // nothing
   }
   AckLog b(r.base, r.size);
@@ -153,15 +154,19 @@ TEST_CASE("ack log: a new process continues after the records it scanned") {
   CHECK(b.LiveCount() == 0);
   CHECK(ScanOf(r).empty());
   // The next records take the seqs after the old ones; the old ones never come back.
-  for (uint64_t i = 10; i < 14; i++) b.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), 2, Block(i * 4096).data());
-  CheckScan(r, {{10 * 4096, 2, false}, {11 * 4096, 2, false}, {12 * 4096, 2, false}, {13 * 4096, 2, false}});
+  for (uint64_t i = 10; i < 14; i++)
+    b.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), 2, Block(i * 4096).data());
+  CheckScan(
+      r,
+      {{10 * 4096, 2, false}, {11 * 4096, 2, false}, {12 * 4096, 2, false}, {13 * 4096, 2, false}});
 }
 
 // For every step of an append (and every record of a run that wraps the
 // ring), a death there: the region as left is scanned by a new process.
 // Every record appended before is there, the interrupted one is whole or
 // absent, and no record differs from what was appended.
-TEST_CASE("ack log: a death at every step of an append loses nothing acknowledged and tears nothing") {
+TEST_CASE(
+    "ack log: a death at every step of an append loses nothing acknowledged and tears nothing") {
   Region r(5);
   AckLog a(r.base, r.size);
   REQUIRE(a.Attach().ok());
@@ -184,7 +189,8 @@ TEST_CASE("ack log: a death at every step of an append loses nothing acknowledge
       std::vector<AckRecord> ignored;
       c.Scan(&ignored);
       AckLog::StepHook hook = [&](int step) { return step < stop; };
-      const uint64_t seq = c.Append(kind, n * 4096, 4096, discard ? 0 : Mask(n * 4096), n, discard ? nullptr : b.data(), &hook);
+      const uint64_t seq = c.Append(kind, n * 4096, 4096, discard ? 0 : Mask(n * 4096), n,
+                                    discard ? nullptr : b.data(), &hook);
       CHECK((seq != 0) == (stop == AckLog::kAppendSteps));
       std::vector<AckRecord> got = ScanOf(copy);
       REQUIRE(got.size() >= live.size());
@@ -200,7 +206,8 @@ TEST_CASE("ack log: a death at every step of an append loses nothing acknowledge
       // Only the last step (the seq store) makes the record count.
       CHECK((got.size() == live.size() + 1) == (stop == AckLog::kAppendSteps));
     }
-    REQUIRE(a.Append(kind, n * 4096, 4096, discard ? 0 : Mask(n * 4096), n, discard ? nullptr : b.data()) != 0);
+    REQUIRE(a.Append(kind, n * 4096, 4096, discard ? 0 : Mask(n * 4096), n,
+                     discard ? nullptr : b.data()) != 0);
     live.push_back({n * 4096, n, discard});
     CheckScan(r, live);
   }
@@ -213,7 +220,8 @@ TEST_CASE("ack log: a block changed after its record is rejected by the crc, and
   AckLog a(r.base, r.size);
   REQUIRE(a.Attach().ok());
   REQUIRE(a.Format(5).ok());
-  for (uint64_t i = 0; i < 4; i++) a.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), i, Block(i * 4096).data());
+  for (uint64_t i = 0; i < 4; i++)
+    a.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), i, Block(i * 4096).data());
   CheckScan(r, {{0, 0, false}, {4096, 1, false}, {8192, 2, false}, {12288, 3, false}});
   const size_t data_off = AckLog::kHeaderBytes + 4096;  // 8 slot headers round up to one block
   // Every byte of record 3's block (seq 3, slot 3), one at a time.
@@ -221,7 +229,8 @@ TEST_CASE("ack log: a block changed after its record is rejected by the crc, and
   for (size_t i = 0; i < kAckBlockSize; i += 1 + g() % 61) {
     Region copy(r);
     copy.base[data_off + 3 * kAckBlockSize + i] ^= 0x10;
-    CheckScan(copy, {{0, 0, false}, {4096, 1, false}});  // the torn one and everything after it end the log
+    CheckScan(copy, {{0, 0, false},
+                     {4096, 1, false}});  // the torn one and everything after it end the log
   }
 }
 
@@ -230,7 +239,8 @@ TEST_CASE("ack log: a torn record header is rejected; a bad region header is ref
   AckLog a(r.base, r.size);
   REQUIRE(a.Attach().ok());
   REQUIRE(a.Format(5).ok());
-  for (uint64_t i = 0; i < 3; i++) a.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), i, Block(i * 4096).data());
+  for (uint64_t i = 0; i < 3; i++)
+    a.Append(AckRecord::kWrite, i * 4096, 4096, Mask(i * 4096), i, Block(i * 4096).data());
   // Every byte of the third record's 44 used header bytes (seq 3, slot 3).
   for (size_t i = 0; i < 44; i++) {
     Region copy(r);
