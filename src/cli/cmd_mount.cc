@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <iostream>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "cli/commands.h"
@@ -149,6 +151,14 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
   // The daemon must not recurse into the I/O it serves when memory is
   // short (a loop device or VM above it), nor be the OOM killer's pick.
   (void)::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+  // The FUSE receive buffers are locked in memory (src/fuse/frontend.cc),
+  // about 1 MiB per worker: more than the usual 8 MiB limit allows.
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_MEMLOCK, &rl) == 0) {
+    if (::geteuid() == 0) rl.rlim_max = RLIM_INFINITY;
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_MEMLOCK, &rl);
+  }
   // Writeback's buffers (up to 16 MiB each) come and go: keep them out of
   // the heap, or glibc's adaptive threshold keeps them resident for good.
   (void)::mallopt(M_MMAP_THRESHOLD, 256 << 10);
@@ -200,6 +210,13 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
     Report(ready_fd, code, journal.status().message());
     return code;
   }
+  // Who owns the locks now, before anything that may die half-way (a
+  // successor breaks exactly these).
+  if (sup != nullptr) {
+    const std::string me = owner_store != nullptr ? owner_store->LockOwner() : "";
+    std::memset(sup->shm->lock_owner, 0, sizeof(sup->shm->lock_owner));
+    std::memcpy(sup->shm->lock_owner, me.data(), std::min(me.size(), sizeof(sup->shm->lock_owner) - 1));
+  }
   if (!warning.empty()) Log(LOG_WARNING, warning);
   if (!journal.value()) {
     Log(LOG_WARNING, "no journal (journal none): if the cache is lost, the backing may be a mix "
@@ -227,11 +244,6 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
     return kExitFailure;
   }
   Engine* e = engine.value().get();
-  if (sup != nullptr && owner_store != nullptr) {
-    const std::string me = owner_store->LockOwner();
-    std::memset(sup->shm->lock_owner, 0, sizeof(sup->shm->lock_owner));
-    std::memcpy(sup->shm->lock_owner, me.data(), std::min(me.size(), sizeof(sup->shm->lock_owner) - 1));
-  }
   // Before the image takes a write: the record says this cache may hold
   // data the backing lacks until an unmount finds it clean.
   const CacheIdentity cid = ReadCacheIdentity(*cache_dev);
@@ -261,16 +273,26 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
   fo.image_name = c.image_name;
   fo.fsname = c.backing;
   fo.allow_other = c.allow_other;
-  if (sup != nullptr && sup->successor()) {
-    fo.adopt_fd = sup->h.fuse_fd;
-    fo.adopt_init.assign(sup->shm->init, std::min<size_t>(sup->shm->init_len, sizeof(sup->shm->init)));
-  } else if (sup != nullptr) {
+  fo.warn = [](const std::string& m) { Log(LOG_WARNING, m); };
+  if (sup != nullptr) {
     SessionShared* shm = sup->shm;
-    fo.on_init = [shm](const std::string& init) {
-      if (init.size() > sizeof(shm->init)) return;  // then no successor can adopt (the supervisor says so)
-      std::memcpy(shm->init, init.data(), init.size());
-      __atomic_store_n(&shm->init_len, static_cast<uint32_t>(init.size()), __ATOMIC_RELEASE);
-    };
+    // A version 1 region (an older supervisor) has no init_replied: an
+    // INIT kept there counts as answered.
+    const bool replied = shm->version >= 2 ? shm->init_replied != 0 : shm->init_len > 0;
+    if (sup->successor()) fo.adopt_fd = sup->h.fuse_fd;
+    if (sup->successor() && replied) {
+      fo.adopt_init.assign(shm->init, std::min<size_t>(shm->init_len, sizeof(shm->init)));
+    } else {
+      fo.on_init = [shm](const std::string& init) {
+        if (init.size() > sizeof(shm->init)) return;  // a successor then takes the INIT again
+        shm->init_replied = 0;
+        std::memcpy(shm->init, init.data(), init.size());
+        __atomic_store_n(&shm->init_len, static_cast<uint32_t>(init.size()), __ATOMIC_RELEASE);
+      };
+      fo.on_init_replied = [shm] {
+        if (shm->init_len > 0) __atomic_store_n(&shm->init_replied, 1u, __ATOMIC_RELEASE);
+      };
+    }
   }
   fuse::Frontend frontend(e, fo);
   ctx.supervision = [sup, &c]() {
@@ -278,6 +300,11 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
     if (sup == nullptr) {
       s.none_why = "restart_limit is 0: if the daemon dies, the mount ends with it";
       if (c.restart_limit > 0 && !KernelCanTakeOver(&s.none_why)) s.none_why += ": if the daemon dies, the mount ends with it";
+      return s;
+    }
+    if (!SupervisorAlive(sup->h.chan_fd)) {
+      s.none_why = "the supervisor (pid " + std::to_string(sup->shm->supervisor_pid) +
+                   ") is gone: if the daemon dies, the mount ends with it";
       return s;
     }
     s.supervisor_pid = sup->shm->supervisor_pid;
@@ -290,13 +317,24 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
   std::atomic<bool> handing_over{false};
   ctx.restart = [&, sup]() -> std::string {
     if (sup == nullptr) return "this mount has no supervisor to start a new daemon (see 'wbfs status')";
+    // Without its supervisor this daemon holds the connection's last fd:
+    // exiting would end the mount.
+    if (!SupervisorAlive(sup->h.chan_fd)) {
+      return "the mount's supervisor (pid " + std::to_string(sup->shm->supervisor_pid) +
+             ") is gone: a restart would end the mount; unmount and mount again instead";
+    }
     if (handing_over.exchange(true)) return "a restart is already under way";
-    TellSupervisor(sup->h.chan_fd, "handover");
+    if (!TellSupervisor(sup->h.chan_fd, "handover")) {
+      handing_over = false;
+      return "the mount's supervisor does not answer: not restarting";
+    }
     // After the reply: stop answering, make every acknowledged write
     // durable on the cache, and exit without unmounting. Requests read
     // from now on wait for the successor (FUSE_NOTIFY_RESEND).
-    std::thread([&frontend, e] {
-      frontend.Quiesce();
+    auto hand_over = [&frontend, e] {
+      if (!frontend.Quiesce(10000)) {
+        Log(LOG_WARNING, "handing over: requests still in the engine after 10 s are left to the new daemon");
+      }
       const Status fs = e->Flush();
       if (!fs.ok()) {
         Log(LOG_ERR, "handing over: flushing the cache failed (" + fs.message() +
@@ -304,7 +342,15 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
       }
       Log(LOG_INFO, "handed the mount over (wbfs restart); exiting");
       ::_exit(kExitOk);
-    }).detach();
+    };
+    try {
+      std::thread(hand_over).detach();
+    } catch (const std::system_error& ex) {
+      // The supervisor was told: it counts this daemon's later death as
+      // a handover, which is harmless.
+      handing_over = false;
+      return std::string("cannot start the handover: ") + ex.what();
+    }
     return "";
   };
   ctl::Server server;
@@ -346,8 +392,10 @@ int RunDaemonInner(const MountConfig& c, int ready_fd, const SupervisorLink* sup
   if (sup != nullptr) TellSupervisor(sup->h.chan_fd, "serving");
   if (!g_foreground) Detach();
   st = frontend.Run();
+  // A handover under way ends this process itself (_exit), with the engine
+  // still open.
+  while (handing_over) ::pause();
   if (!st.ok()) Log(LOG_ERR, st.message());
-  if (const std::string re = frontend.ResendError(); !re.empty()) Log(LOG_WARNING, re);
   recorder.Stop();
   Status cs = engine.value()->Close();
   finish_record(cs.ok());
@@ -418,6 +466,17 @@ int ServeHandover(const std::vector<std::string>& args) {
   };
   SupervisorLink link;
   link.h = h;
+  // Nothing this daemon starts (fusermount3, say) inherits them.
+  for (int fd : {h.chan_fd, h.ack_fd, h.session_fd, h.fuse_fd, h.ready_fd}) {
+    if (fd >= 0) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  // An older supervisor's region may be shorter: grown, its new fields
+  // read as zeros.
+  struct stat ss;
+  if (::fstat(h.session_fd, &ss) == 0 && ss.st_size >= static_cast<off_t>(offsetof(SessionShared, init_replied)) &&
+      ss.st_size < static_cast<off_t>(sizeof(SessionShared))) {
+    (void)::ftruncate(h.session_fd, sizeof(SessionShared));
+  }
   size_t sess_size = 0;
   link.shm = static_cast<SessionShared*>(map(h.session_fd, &sess_size));
   link.ack.base = map(h.ack_fd, &link.ack.size);

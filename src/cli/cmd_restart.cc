@@ -55,7 +55,11 @@ int CmdRestart(const std::vector<std::string>& args) {
     ctl::Client c2;
     if (!c2.Connect(mp).ok()) continue;
     auto sr = AskStatus(c2);
-    if (!sr.ok() || sr.value().pid == old_pid) continue;
+    // A new daemon answers before it serves; it records its recovery time
+    // as it starts serving.
+    if (!sr.ok() || sr.value().pid == old_pid || (sr.value().supervisor_pid > 0 && sr.value().last_recovery_ms < 0)) {
+      continue;
+    }
     std::printf("%s: daemon %lld replaced by %lld; the image paused for about %llu ms\n", mp.c_str(),
                 static_cast<long long>(old_pid), static_cast<long long>(sr.value().pid),
                 static_cast<unsigned long long>(MonotonicMs() - start));

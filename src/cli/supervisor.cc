@@ -124,8 +124,13 @@ bool DecodeHandover(const std::string& s, Handover* h) {
          ((h->foreground = fg != 0), true);
 }
 
-void TellSupervisor(int chan_fd, const std::string& msg, int pass_fd) {
-  if (chan_fd < 0) return;
+bool SupervisorAlive(int chan_fd) {
+  pollfd p{chan_fd, 0, 0};
+  return chan_fd >= 0 && ::poll(&p, 1, 0) >= 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)) == 0;
+}
+
+bool TellSupervisor(int chan_fd, const std::string& msg, int pass_fd) {
+  if (chan_fd < 0) return false;
   iovec iov{const_cast<char*>(msg.data()), msg.size()};
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))];
   msghdr mh{};
@@ -141,7 +146,7 @@ void TellSupervisor(int chan_fd, const std::string& msg, int pass_fd) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
   }
-  (void)::sendmsg(chan_fd, &mh, MSG_NOSIGNAL);
+  return ::sendmsg(chan_fd, &mh, MSG_NOSIGNAL) == static_cast<ssize_t>(msg.size());
 }
 
 int Supervise(const MountConfig& c, int ready_fd, bool foreground,
@@ -167,7 +172,7 @@ int Supervise(const MountConfig& c, int ready_fd, bool foreground,
   if (map == MAP_FAILED) return fail(std::string("mmap: ") + std::strerror(errno));
   auto* shm = static_cast<SessionShared*>(map);
   shm->magic = SessionShared::kMagic;
-  shm->version = 1;
+  shm->version = kSessionVersion;
   shm->supervisor_pid = static_cast<int32_t>(::getpid());
   shm->last_recovery_ms = -1;
 
@@ -183,6 +188,8 @@ int Supervise(const MountConfig& c, int ready_fd, bool foreground,
   const std::string exe = ExePath();
   int fuse_fd = -1;
   bool served = false;  // a daemon has served this mount
+  int stop_signal = 0;  // to pass on
+  bool stopping = false;  // a stop was passed on: no more restarts
   std::deque<int64_t> crashes;  // steady ms of the recent crashes
   for (;;) {
     int sv[2];
@@ -208,8 +215,14 @@ int Supervise(const MountConfig& c, int ready_fd, bool foreground,
         if (fd >= 0) ::fcntl(fd, F_SETFD, 0);
       }
       for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) ::signal(sig, SIG_DFL);
+      // ^C on the terminal of a foreground mount reaches the supervisor
+      // alone, which passes it on once.
+      if (foreground) ::setpgid(0, 0);
       const char* argv[] = {"wbfs", "mount", "--handover", arg.c_str(), c.mountpoint.c_str(), nullptr};
       ::execv(exe.c_str(), const_cast<char**>(argv));
+      // The installed binary is gone (a failed upgrade): this one, still
+      // mapped, can serve.
+      ::execv("/proc/self/exe", const_cast<char**>(argv));
       ::_exit(127);
     }
     ::close(sv[1]);
@@ -229,9 +242,16 @@ int Supervise(const MountConfig& c, int ready_fd, bool foreground,
     bool handover = false, serving = false;
     int exit_code = -1;
     for (;;) {
+      // A stop (SIGTERM, ^C) goes to a daemon that serves: one still
+      // starting gets it once it serves (its handlers are not set before).
       if (g_signal != 0) {
-        ::kill(pid, g_signal);
+        stop_signal = g_signal;
         g_signal = 0;
+      }
+      if (stop_signal != 0 && (serving || !served)) {
+        ::kill(pid, stop_signal);
+        stop_signal = 0;
+        stopping = true;
       }
       pollfd p{sv[0], POLLIN, 0};
       if (::poll(&p, 1, 250) <= 0) continue;
@@ -256,7 +276,10 @@ int Supervise(const MountConfig& c, int ready_fd, bool foreground,
     }
     const int64_t died = static_cast<int64_t>(WallClockMs());
     const std::string how = DeathText(status);
-    if (exit_code >= 0) {  // unmounted, and the cache closed (or not)
+    // The end of a daemon that served: unmounted, and the cache closed (or
+    // not). A successor that exits before it serves failed to start: a
+    // crash like any other.
+    if (exit_code >= 0 && (serving || !served)) {
       if (fuse_fd >= 0) ::close(fuse_fd);
       return exit_code;
     }
@@ -285,10 +308,9 @@ int Supervise(const MountConfig& c, int ready_fd, bool foreground,
       if (fuse_fd >= 0) ::close(fuse_fd);
       return 1;
     }
-    if (shm->init_len == 0) {
+    if (stopping) {
       log(LOG_ERR, "the daemon (pid " + std::to_string(pid) + ") " + how +
-                       " before the kernel's INIT reached it: the connection cannot be taken over; "
-                       "aborting it");
+                       " after it was told to stop; not restarting. The next mount replays the cache");
       ::close(fuse_fd);
       return 1;
     }

@@ -50,7 +50,13 @@ struct SessionShared {
   char last_reason[200];    // e.g. "killed by signal 9 (Killed)"
   // Written by a successor once it serves: ms from last_death_ms.
   int64_t last_recovery_ms;
+  // Version 2 on.
+  // Set once the INIT's reply reached the kernel. Until then a successor
+  // must not inject the kept INIT: the kernel still waits for its reply,
+  // resends it, and it is answered as in a first mount.
+  uint32_t init_replied;
 };
+inline constexpr uint32_t kSessionVersion = 2;
 
 // Whether this kernel lets a new daemon take over a live connection
 // (FUSE_NOTIFY_RESEND, Linux 6.9); `why` says what is missing.
@@ -78,8 +84,11 @@ struct Handover {
 std::string EncodeHandover(const Handover& h);
 bool DecodeHandover(const std::string& s, Handover* h);
 
-// The daemon's end of the channel: one message per call.
-void TellSupervisor(int chan_fd, const std::string& msg, int pass_fd = -1);
+// The daemon's end of the channel: one message per call; false if the
+// supervisor is gone.
+bool TellSupervisor(int chan_fd, const std::string& msg, int pass_fd = -1);
+// Whether the supervisor at the other end of `chan_fd` is alive.
+bool SupervisorAlive(int chan_fd);
 
 }  // namespace wbfs::cli
 

@@ -39,6 +39,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -64,8 +65,22 @@ struct Io {
   bool injected = false;     // guarded by mu
   std::atomic<bool> init_done{false};
   std::atomic<bool> init_seen{false};  // a first mount: on_init called
-  std::string resend_error;  // written before init_done is set
+  std::atomic<bool> init_replied{false};
+  std::atomic<bool> lock_warned{false};
 };
+
+// FUSE_NOTIFY_RESEND on `fd`: "" or why it failed.
+std::string NotifyResend(int fd) {
+  fuse_out_header resend;
+  std::memset(&resend, 0, sizeof(resend));
+  resend.len = sizeof(resend);
+  resend.error = kNotifyResend;
+  resend.unique = 0;
+  const ssize_t w = ::write(fd, &resend, sizeof(resend));
+  if (w == static_cast<ssize_t>(sizeof(resend))) return "";
+  return std::string("FUSE_NOTIFY_RESEND failed (") + (w < 0 ? std::strerror(errno) : "a short write") +
+         "): the requests the dead daemon had read wait for the kernel's own timeout, if any";
+}
 
 // Quiesce's gate: handlers count themselves in; once closed, a handler
 // that arrives waits for the process to end.
@@ -433,7 +448,15 @@ ssize_t IoRead(int fd, void* buf, size_t len, void* userdata) {
   // fio while the daemon was being killed). So each thread's buffer
   // (libfuse keeps one per worker) is locked in memory at its first read.
   thread_local void* locked = nullptr;
-  if (locked != buf && ::mlock(buf, len) == 0) locked = buf;
+  if (locked != buf) {
+    locked = buf;  // tried once per buffer
+    if (::mlock(buf, len) != 0 && !io->lock_warned.exchange(true) && g_ctx.opts->warn) {
+      g_ctx.opts->warn(std::string("cannot lock the FUSE receive buffers in memory (") +
+                            std::strerror(errno) +
+                            "; raise RLIMIT_MEMLOCK): a request being read when the daemon is killed may "
+                            "fail with EIO instead of going to its successor");
+    }
+  }
   const ssize_t n = ::read(fd, buf, len);
   if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) && !io->adopting &&
       !io->init_seen.load(std::memory_order_relaxed) &&
@@ -453,24 +476,23 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
     // as no other request is read until then.
     size_t total = 0;
     for (int i = 0; i < count; i++) total += iov[i].iov_len;
-    fuse_out_header resend;
-    std::memset(&resend, 0, sizeof(resend));
-    resend.len = sizeof(resend);
-    resend.error = kNotifyResend;
-    resend.unique = 0;
-    const ssize_t w = ::write(fd, &resend, sizeof(resend));
-    if (w != static_cast<ssize_t>(sizeof(resend))) {
-      io->resend_error = std::string("FUSE_NOTIFY_RESEND failed: ") +
-                         (w < 0 ? std::strerror(errno) : "short write");
-    }
+    const std::string why = NotifyResend(fd);
     {
       std::lock_guard<std::mutex> lk(io->mu);
       io->init_done.store(true, std::memory_order_release);
     }
     io->cv.notify_all();
+    if (!why.empty() && g_ctx.opts->warn) g_ctx.opts->warn(why);
     return static_cast<ssize_t>(total);
   }
-  return ::writev(fd, iov, count);
+  const ssize_t n = ::writev(fd, iov, count);
+  // The first reply after the INIT was read is its reply (nothing else is
+  // read before it).
+  if (n >= 0 && !io->adopting && io->init_seen.load() && !io->init_replied.exchange(true) &&
+      g_ctx.opts->on_init_replied) {
+    g_ctx.opts->on_init_replied();
+  }
+  return n;
 }
 
 // Whether the connection on `fd` is still up (the kernel reports a dead
@@ -534,6 +556,16 @@ Status Frontend::Mount() {
   se_ = fuse_session_new(&args, &ops, sizeof(ops), &g_ctx);
   if (se_ == nullptr) return Status::IOError("cannot create the FUSE session", EIO);
   static const fuse_custom_io io = {IoWritev, IoRead, nullptr, nullptr};
+  if (opts_.adopt_fd >= 0 && opts_.adopt_init.empty()) {
+    // The last daemon never answered the INIT: it comes again.
+    g_io.fd = opts_.adopt_fd;
+    if (fuse_session_custom_io(se_, &io, opts_.adopt_fd) != 0) {
+      return Status::IOError("cannot take over the FUSE connection", EIO);
+    }
+    const std::string why = NotifyResend(opts_.adopt_fd);
+    if (!why.empty() && opts_.warn) opts_.warn(why);
+    return Status::OK();
+  }
   if (opts_.adopt_fd >= 0) {
     if (opts_.adopt_init.size() < sizeof(fuse_in_header) + 16 ||  // major, minor, readahead, flags
         reinterpret_cast<const fuse_in_header*>(opts_.adopt_init.data())->opcode != FUSE_INIT) {
@@ -561,13 +593,14 @@ Status Frontend::Mount() {
 
 int Frontend::fd() const { return se_ == nullptr ? -1 : fuse_session_fd(se_); }
 
-void Frontend::Quiesce() {
+bool Frontend::Quiesce(unsigned timeout_ms) {
   g_gate.closed.store(true);
   std::unique_lock<std::mutex> lk(g_gate.mu);
-  g_gate.cv.wait(lk, [] { return g_gate.inflight.load() == 0; });
+  return g_gate.cv.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                            [] { return g_gate.inflight.load() == 0; });
 }
 
-std::string Frontend::ResendError() const { return g_io.init_done.load() ? g_io.resend_error : ""; }
+
 
 Status Frontend::Run() {
   if (fuse_set_signal_handlers(se_) != 0) return Status::IOError("cannot set signal handlers", EIO);

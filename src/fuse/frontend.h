@@ -30,8 +30,16 @@ struct FrontendOptions {
   int adopt_fd = -1;
   std::string adopt_init;
   // A first mount: called once with the INIT request as the kernel sent it,
-  // so that a successor can adopt the connection.
+  // so that a successor can adopt the connection; then once its reply has
+  // reached the kernel. With adopt_fd and no adopt_init (the last daemon
+  // died before it answered the INIT) the session asks the kernel to send
+  // again what that daemon had read, the INIT among it, and answers it as
+  // a first mount does.
   std::function<void(const std::string&)> on_init;
+  std::function<void()> on_init_replied;
+  // A warning for the daemon's log: FUSE_NOTIFY_RESEND failed (requests
+  // the dead daemon held then wait), buffers that cannot be locked.
+  std::function<void(const std::string&)> warn;
 };
 
 class Frontend {
@@ -47,14 +55,12 @@ class Frontend {
   // SIGINT or SIGHUP arrives; then unmounts (if still mounted).
   Status Run();
   // A handover (wbfs restart): returns once every request being handled
-  // has been answered; requests read later are never answered by this
-  // process (they wait, and the successor gets them again through
-  // FUSE_NOTIFY_RESEND). The daemon must exit after this, not unmount.
-  void Quiesce();
-  // After an adopted connection started serving: what FUSE_NOTIFY_RESEND
-  // gave ("" = accepted, else why not: the requests the dead daemon held
-  // then wait until the kernel's own timeout, if any).
-  std::string ResendError() const;
+  // has been answered (true), or after timeout_ms (false: a request stuck
+  // in the engine, which the successor gets again); requests read later
+  // are never answered by this process (they wait, and the successor gets
+  // them again through FUSE_NOTIFY_RESEND). The daemon must exit after
+  // this, not unmount.
+  bool Quiesce(unsigned timeout_ms);
 
  private:
   Engine* engine_;

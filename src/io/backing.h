@@ -53,10 +53,11 @@ struct BackingOptions {
   // `broken_holder` is set, it receives the holder's description.
   bool break_lock = false;
   std::string* broken_holder = nullptr;
-  // RBD, `exclusive`: when exactly this owner (a LockOwner() of before)
-  // holds the lock, break it at once and take it: a restarted daemon's
-  // predecessor, seen dead by the supervisor. Any other holder is
-  // refused as usual.
+  // RBD: when exactly this owner (a LockOwner() of before) holds the
+  // image's lock, or its journal image's (which librbd takes at the first
+  // journal write, for the same connection), break it at once and take
+  // it: a restarted daemon's predecessor, seen dead by the supervisor. Any
+  // other holder is refused as usual.
   std::string break_lock_of;
   // RBD, `exclusive`: called with the image once its lock is taken,
   // before anything is written (its owner record can be read); a failure

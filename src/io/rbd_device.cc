@@ -32,7 +32,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "io/backing.h"
@@ -61,7 +63,12 @@ class Pool {
     if (io_ != nullptr) rados_ioctx_destroy(io_);
     if (rados_ != nullptr) rados_shutdown(rados_);
   }
+  // One connection per cluster, client and pool in a process: a mount's
+  // backing and journal images share it, so that librbd names both
+  // images' lock owner alike (the connection's address), and a restarted
+  // daemon breaks both of its dead predecessor's locks by that one name.
   static Result<std::shared_ptr<Pool>> Open(const RbdSpec& s, const BackingOptions& o);
+  static Result<std::shared_ptr<Pool>> OpenNew(const RbdSpec& s, const BackingOptions& o);
   rados_ioctx_t io() const { return io_; }
   const std::string& fsid() const { return fsid_; }
   int64_t id() const { return rados_ioctx_get_id(io_); }
@@ -83,6 +90,17 @@ void DefaultTimeout(rados_t r, const char* option, double librados_default) {
 }
 
 Result<std::shared_ptr<Pool>> Pool::Open(const RbdSpec& s, const BackingOptions& o) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<Pool>> open;
+  const std::string key = o.ceph_conf + '\0' + o.ceph_client_id + '\0' + s.pool + '\0' + s.ns;
+  std::lock_guard<std::mutex> lk(mu);
+  if (auto p = open[key].lock()) return p;
+  auto p = OpenNew(s, o);
+  if (p.ok()) open[key] = p.value();
+  return p;
+}
+
+Result<std::shared_ptr<Pool>> Pool::OpenNew(const RbdSpec& s, const BackingOptions& o) {
   const std::string uri = RbdUri(s);
   auto p = std::make_shared<Pool>();
   const std::string id = o.ceph_client_id.empty() ? "admin" : o.ceph_client_id;
@@ -449,18 +467,17 @@ Result<std::unique_ptr<Device>> OpenOn(std::shared_ptr<Pool> pool, const RbdSpec
                                      "second writer out (rbd feature enable " + s.pool + "/" +
                                      (s.ns.empty() ? "" : s.ns + "/") + s.image + " exclusive-lock)");
     }
-    r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
-    // A restarted daemon: its dead predecessor's lock goes at once (the
-    // supervisor saw that process end; Ceph would take ~30 s to notice).
-    if ((r == -EROFS || r == -EBUSY || r == -EAGAIN) && bo != nullptr && !bo->break_lock_of.empty() &&
-        OwnersOf(im) == bo->break_lock_of) {
+    // A restarted daemon: its dead predecessor's lock goes first, at once
+    // (the supervisor saw that process end; rbd_lock_acquire would wait
+    // ~30 s for Ceph to time the dead client out).
+    if (bo != nullptr && !bo->break_lock_of.empty() && OwnersOf(im) == bo->break_lock_of) {
       const int b = rbd_lock_break(im, RBD_LOCK_MODE_EXCLUSIVE, bo->break_lock_of.c_str());
       if (b < 0 && b != -ENOENT) {
         return Status::IOError(uri + ": cannot break the lock of this mount's dead daemon (" + bo->break_lock_of +
                                "): " + ErrText(b), -b);
       }
-      r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
     }
+    r = rbd_lock_acquire(im, RBD_LOCK_MODE_EXCLUSIVE);
     // A holder that has just closed the image (a wbfs tool that exited a
     // moment ago) was seen to be refused now and then in the e2e test: the
     // release reaches this client late. A busy lock is asked again for
@@ -573,6 +590,24 @@ Result<std::unique_ptr<Device>> OpenRbdJournal(const RbdSpec& j, const BackingOp
       if (owner != backing_identity) {
         return Status::InvalidArgument("journal " + uri + " belongs to another image (" + owner +
                                        ", not " + backing_identity + ")");
+      }
+    }
+  }
+  // A restarted daemon: librbd took the journal's lock for its dead
+  // predecessor's connection (the backing's: see Pool::Open) at the first
+  // journal write; that lock goes at once, or the first write here would
+  // wait ~30 s for Ceph to time the dead client out.
+  if (!o.break_lock_of.empty()) {
+    auto img = OpenImage(*pool.value(), j, false);
+    if (img.ok()) {
+      int r = 0;
+      if (OwnersOf(img.value()) == o.break_lock_of) {
+        r = rbd_lock_break(img.value(), RBD_LOCK_MODE_EXCLUSIVE, o.break_lock_of.c_str());
+      }
+      rbd_close(img.value());
+      if (r < 0 && r != -ENOENT) {
+        return Status::IOError("journal " + uri + ": cannot break the lock of this mount's dead daemon (" +
+                               o.break_lock_of + "): " + ErrText(r), -r);
       }
     }
   }

@@ -11,7 +11,8 @@
 # RBD; recover is refused while a mount holds the lock, and --break-lock
 # breaks it (fencing that mount); with the cache deleted after kill -9,
 # `wbfs recover --backing rbd:...` leaves the image at its flush point;
-# fio verify through the mount, then from RBD alone through a new cache.
+# fio verify through the mount, then from RBD alone through a new cache;
+# a daemon killed alone is replaced at once (its locks broken).
 . "$(dirname "$0")/rbd_lib.sh"
 
 MNT2=$T/mnt2
@@ -45,6 +46,25 @@ expect_exit 1 "pid $pid" "$WBFS" mount --backing rbd:rbd/img --cache "$T/cache2.
 grep -q "is in use" "$T/stderr" || fail "the refusal does not say the image is in use: $(cat "$T/stderr")"
 grep -q "host $(uname -n)" "$T/stderr" || fail "the refusal does not name the host: $(cat "$T/stderr")"
 mountpoint -q "$MNT2" && fail "the second mount went ahead"
+
+# --- The daemon killed alone: its successor breaks exactly the dead
+# daemon's locks on the image and on its journal (at once, not after
+# Ceph's ~30 s), and keeps what was acknowledged without an fsync.
+head -c $((1 << 20)) /dev/urandom >"$T/d0"
+dd if="$T/d0" of="$MNT/image" bs=64k seek=256 oflag=direct conv=notrunc status=none
+"$WBFS" message "$MNT" drop_caches >/dev/null   # the journal's lock is taken
+dd if="$T/d0" of="$MNT/image" bs=64k seek=512 oflag=direct conv=notrunc status=none
+start=$(date +%s%N)
+kill_daemon_only
+wait_new_daemon "$pid"
+cmp <(dd if="$MNT/image" bs=64k skip=512 count=16 status=none) "$T/d0" || fail "an acknowledged write was lost"
+dd if="$T/d0" of="$MNT/image" bs=64k seek=768 oflag=direct conv=notrunc status=none
+timeout 15 "$WBFS" message "$MNT" drop_caches >/dev/null ||
+  fail "writeback waited for the dead daemon's journal lock"
+ms=$((($(date +%s%N) - start) / 1000000))
+[ "$ms" -lt 15000 ] || fail "the daemon's restart over RBD took $ms ms"
+echo "RBD: a new daemon served and wrote back $ms ms after the kill"
+pid=$(daemon_pid)
 
 kill_daemon
 "$WBFS" umount "$MNT"
