@@ -53,7 +53,8 @@ Daemon& TheDaemon() {
     x->config.backing = "/b\xff\xfe.img";
     x->config.cache = "/c\xc3\xa9.img";
     x->config.mountpoint = "/mnt/\xed\xa0\x80";
-    x->ctx = cli::ControlContext{&x->config, "/run/wbfs/x\x80.log", [](int, const std::string&) {}, nullptr};
+    x->ctx = cli::ControlContext{&x->config, "/run/wbfs/x\x80.log", [](int, const std::string&) {}, nullptr,
+                                 nullptr, nullptr};
     x->null = std::fopen("/dev/null", "w");
     std::cerr.rdbuf(nullptr);  // Fail()'s sentences
     return x;
