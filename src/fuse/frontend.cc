@@ -487,9 +487,10 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
   }
   const ssize_t n = ::writev(fd, iov, count);
   // The first reply after the INIT was read is its reply (nothing else is
-  // read before it).
-  if (n >= 0 && !io->adopting && io->init_seen.load() && !io->init_replied.exchange(true) &&
-      g_ctx.opts->on_init_replied) {
+  // read before it). Every reply passes here: a plain load first, so that
+  // the exchange (a write to a line all workers share) happens once.
+  if (n >= 0 && !io->adopting && !io->init_replied.load(std::memory_order_relaxed) && io->init_seen.load() &&
+      !io->init_replied.exchange(true) && g_ctx.opts->on_init_replied) {
     g_ctx.opts->on_init_replied();
   }
   return n;
