@@ -38,7 +38,10 @@ wbfs_mount
 cmp -n $((1 << 20)) "$T/data" "$MNT/image" || fail "fsynced data lost after the crash loop"
 wbfs_umount
 
-# --- 2. restart_limit=0: no supervisor.
+# --- 2. restart_limit=0: no supervisor. (The last mount's daemon and
+# supervisor may still be exiting after its umount: wait for them first,
+# or supervisor_pid finds them.)
+for _ in $(seq 1 100); do pgrep -f -- "wbfs mount .*$T" >/dev/null || break; sleep 0.1; done
 wbfs_mount -o restart_limit=0
 [ -z "$(supervisor_pid)" ] || fail "restart_limit=0 started a supervisor"
 "$WBFS" status "$MNT" --json | jq -r .no_supervisor | grep -q "restart_limit is 0" ||
